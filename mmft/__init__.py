@@ -1,0 +1,36 @@
+"""mmft: fine-tuning recipes for vision-language models (image + text -> text), built on Hugging Face.
+
+The data path: records (``mmft.records``) from sources (``mmft.sources``) become batches in the collator
+(``mmft.collator``); ``mmft.modeling`` decides what trains; ``mmft.trainer.VLMTrainer`` trains and evaluates by
+generation. ``mmft.finetune`` runs it all from Python; ``recipes/*.py`` run it from the command line.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["finetune", "load_records", "VLMCollator", "VLMTrainer", "ModelArguments", "DataArguments",
+           "VLMTrainingArguments", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy imports: `import mmft` stays fast (torch and transformers load only when used).
+    if name == "finetune":
+        from .finetune import finetune
+
+        return finetune
+    if name == "load_records":
+        from .sources import load_records
+
+        return load_records
+    if name == "VLMCollator":
+        from .collator import VLMCollator
+
+        return VLMCollator
+    if name == "VLMTrainer":
+        from .trainer import VLMTrainer
+
+        return VLMTrainer
+    if name in ("ModelArguments", "DataArguments", "VLMTrainingArguments"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'mmft' has no attribute {name!r}")

@@ -1,0 +1,297 @@
+"""Records → processor-ready batches, with labels that supervise the assistant and nothing else.
+
+The collator runs in DataLoader workers. For each canonical record it
+
+1. loads its images (``mmft.images``: safe paths, RGB, ``max_pixels`` cap);
+2. renders the conversation with the processor's own chat template;
+3. finds the assistant spans in the rendered text by *rendering prefixes and diffing*: the text of turn i
+   is what ``messages[:i+1]`` adds to ``messages[:i]`` + generation prompt. This works for any template,
+   needs no model-specific marker strings, and includes the end-of-turn token the template writes
+   (``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``, ``</s>``...), which the model must learn to emit to stop;
+4. runs the processor on the rendered text and images (which expands each image placeholder into the
+   model's image tokens) and maps the supervised text tokens onto the expanded ids;
+5. applies the length budget: image tokens are never truncated; a sample over ``max_length`` raises
+   (``error``, naming the record and its length) or is dropped and counted (``drop``).
+
+Labels never depend on token ids, so ``pad_token == eos_token`` cannot erase the EOS label: padding is
+known from its position, not its id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import images as images_lib
+from .records import prompt_and_answer
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+OVERLENGTH_POLICIES = ("error", "drop")
+
+# Batch keys padded along the sequence dimension, and the value padding takes. Any other key the
+# processor returns is per-image data (pixel values, grid sizes, ...) and is concatenated.
+SEQUENCE_PAD_VALUES = {"attention_mask": 0, "labels": IGNORE_INDEX}
+NUM_DROPPED_KEY = "mmft_num_dropped"  # popped by VLMTrainer before the forward pass
+
+
+class OverlengthError(ValueError):
+    """A sample is longer than ``max_length`` after image expansion and the policy is ``error``."""
+
+
+class LabelAlignmentError(RuntimeError):
+    """The chat template or processor does something the label builder cannot follow; never guessed around."""
+
+
+def render(processor, messages, add_generation_prompt: bool = False) -> str:
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_char_spans(processor, messages, record_id: str = "?") -> tuple[str, list[tuple[int, int]]]:
+    """Render ``messages``; return the text and the [start, end) character spans of each assistant turn.
+
+    A span runs from the end of the generation prompt to the end of the turn, minus trailing whitespace
+    (the newline ChatML writes after ``<|im_end|>`` belongs to the next turn's layout, not to the answer).
+    """
+    full = render(processor, messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(processor, messages[:i], add_generation_prompt=True)
+        through = render(processor, messages[: i + 1])
+        if not (through.startswith(before) and full.startswith(through)):
+            raise LabelAlignmentError(
+                f"record {record_id!r}: the chat template renders earlier turns differently once later turns are "
+                f"added (turn {i}), so assistant spans cannot be found by prefix rendering. This family needs a "
+                "label rule in mmft/families/; please report the model name."
+            )
+        end = len(through.rstrip())
+        if end > len(before):
+            spans.append((len(before), end))
+    return full, spans
+
+
+def _token_mask(offsets, spans) -> list[bool]:
+    """True for each token whose character range overlaps an assistant span."""
+    mask = []
+    for start, end in offsets:
+        mask.append(any(start < span_end and end > span_start for span_start, span_end in spans))
+    return mask
+
+
+def _find(haystack: list[int], needle: list[int], start: int) -> int:
+    first = needle[0]
+    for pos in range(start, len(haystack) - len(needle) + 1):
+        if haystack[pos] == first and haystack[pos : pos + len(needle)] == needle:
+            return pos
+    return -1
+
+
+def map_labels(text_ids: list[int], text_mask: list[bool], placeholder_ids: set[int], expanded_ids: list[int],
+               record_id: str = "?") -> list[int]:
+    """Carry the supervision mask from the unexpanded tokenisation onto the processor's expanded ids.
+
+    The processor only replaces image placeholders with runs of image (and wrapper) tokens; the text
+    between placeholders is tokenised identically in both. So each text segment is located in the
+    expanded ids in order, and its mask copied across. Image tokens therefore never get a label.
+    """
+    labels = [IGNORE_INDEX] * len(expanded_ids)
+    segments, current = [], []
+    for position, token in enumerate(text_ids):
+        if token in placeholder_ids:
+            segments.append(current)
+            current = []
+        else:
+            current.append(position)
+    segments.append(current)
+    cursor = 0
+    for segment in segments:
+        if not segment:
+            continue
+        if not any(text_mask[p] for p in segment):
+            # Still advance the cursor so later segments are searched after this one.
+            found = _find(expanded_ids, [text_ids[p] for p in segment], cursor)
+            cursor = found + len(segment) if found >= 0 else cursor
+            continue
+        found = _find(expanded_ids, [text_ids[p] for p in segment], cursor)
+        if found < 0:
+            raise LabelAlignmentError(
+                f"record {record_id!r}: could not find the text around an assistant turn in the processor's "
+                "output (the processor rewrote text, not only image placeholders). Labels would be wrong, so "
+                "the sample is refused; please report the model name."
+            )
+        for offset, p in enumerate(segment):
+            if text_mask[p]:
+                labels[found + offset] = expanded_ids[found + offset]
+        cursor = found + len(segment)
+    return labels
+
+
+@dataclass
+class VLMCollator:
+    """Turn canonical records into a padded batch for a VLM.
+
+    Args:
+        processor: the model's processor (``AutoProcessor``), with a chat template.
+        mode: ``"train"`` (full conversations, right padding, labels) or ``"generate"`` (the conversation up to
+            the last assistant turn plus the generation prompt, left padding, no labels).
+        max_length: token budget per sample *after* image expansion; ``None`` for no limit.
+        overlength_policy: ``"error"`` (raise, naming the record and its length) or ``"drop"`` (skip and count).
+        max_pixels: cap on each image's width*height before the processor sees it (aspect ratio kept).
+        max_image_pixels: refuse images whose header claims more pixels than this (decompression bombs).
+        allow_images_outside_root: let image paths be absolute or escape the dataset root.
+        allow_remote_images: let image refs be http(s) URLs.
+        pad_to_multiple_of: round the padded length up (e.g. 8 or 64 for tensor cores).
+    """
+
+    processor: Any
+    mode: str = "train"
+    max_length: int | None = None
+    overlength_policy: str = "error"
+    max_pixels: int | None = None
+    max_image_pixels: int | None = images_lib.DEFAULT_MAX_IMAGE_PIXELS
+    allow_images_outside_root: bool = False
+    allow_remote_images: bool = False
+    pad_to_multiple_of: int | None = None
+    _placeholder_ids: set[int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.mode not in ("train", "generate"):
+            raise ValueError(f"mode must be 'train' or 'generate', got {self.mode!r}")
+        if self.overlength_policy not in OVERLENGTH_POLICIES:
+            raise ValueError(f"overlength_policy must be one of {OVERLENGTH_POLICIES}, got {self.overlength_policy!r}")
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ValueError(
+                "The processor has no chat template, so conversations cannot be rendered. Load a processor that "
+                "ships one, or set `processor.chat_template` before training."
+            )
+        tokenizer = self.tokenizer
+        if not getattr(tokenizer, "is_fast", True):
+            raise ValueError("mmft needs a fast tokenizer (character offsets are used to place labels).")
+        image_token = getattr(self.processor, "image_token", None) or "<image>"
+        image_id = tokenizer.convert_tokens_to_ids(image_token)
+        self._placeholder_ids = {image_id} if image_id is not None and image_id != tokenizer.unk_token_id else set()
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    # ---- one sample ----------------------------------------------------------------------------
+    def load_images(self, record) -> list:
+        return [
+            images_lib.load_image(
+                ref,
+                root=record.get("image_root"),
+                allow_outside_root=self.allow_images_outside_root,
+                allow_remote=self.allow_remote_images,
+                max_pixels=self.max_pixels,
+                max_image_pixels=self.max_image_pixels,
+                record_id=record["id"],
+            )
+            for ref in record["images"]
+        ]
+
+    def encode(self, record) -> dict[str, torch.Tensor] | None:
+        """Encode one record; ``None`` when it is dropped by the length policy."""
+        record_id = record["id"]
+        images = self.load_images(record)
+        if self.mode == "train":
+            messages = record["messages"]
+            text, spans = assistant_char_spans(self.processor, messages, record_id)
+        else:
+            messages, _ = prompt_and_answer(record)
+            text, spans = render(self.processor, messages, add_generation_prompt=True), []
+        # Only images referenced by the rendered messages are passed (a prompt never drops earlier images).
+        encoded = self.processor(
+            text=[text], images=images or None, add_special_tokens=False, return_tensors="pt"
+        )
+        input_ids = encoded["input_ids"][0].tolist()
+        if self.max_length is not None and len(input_ids) > self.max_length:
+            if self.overlength_policy == "error":
+                raise OverlengthError(
+                    f"record {record_id!r} is {len(input_ids)} tokens long after image expansion, over "
+                    f"max_length={self.max_length}. Image tokens are never truncated. Raise --max_length, lower "
+                    "--max_pixels (fewer image tokens for some models), or pass --overlength_policy drop."
+                )
+            logger.warning(
+                "Dropping record %r: %d tokens after image expansion > max_length=%d",
+                record_id, len(input_ids), self.max_length,
+            )
+            return None
+        sample = {key: value for key, value in encoded.items()}
+        if self.mode == "train":
+            plain = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            mask = _token_mask(plain["offset_mapping"], spans)
+            labels = map_labels(plain["input_ids"], mask, self._placeholder_ids, input_ids, record_id)
+            if all(label == IGNORE_INDEX for label in labels):
+                raise LabelAlignmentError(f"record {record_id!r}: no assistant tokens to supervise.")
+            sample["labels"] = torch.tensor([labels], dtype=torch.long)
+        return sample
+
+    # ---- a batch -------------------------------------------------------------------------------
+    def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        samples = [self.encode(record) for record in records]
+        kept = [s for s in samples if s is not None]
+        batch = self.pad(kept)
+        if self.mode == "generate":
+            batch["ids"] = [r["id"] for r, s in zip(records, samples) if s is not None]
+        if self.overlength_policy == "drop" and self.mode == "train":
+            batch[NUM_DROPPED_KEY] = torch.tensor(len(samples) - len(kept))
+        return batch
+
+    def pad(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if not samples:
+            empty = torch.zeros((0, 0), dtype=torch.long)
+            batch = {"input_ids": empty, "attention_mask": empty.clone()}
+            if self.mode == "train":
+                batch["labels"] = empty.clone()
+            return batch
+        lengths = [s["input_ids"].shape[1] for s in samples]
+        target = max(lengths)
+        if self.pad_to_multiple_of:
+            target = -(-target // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        left = self.mode == "generate"  # generation continues from the last real token of every row
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        batch = {}
+        keys = list(dict.fromkeys(key for sample in samples for key in sample))  # union, in first-seen order
+        for key in keys:
+            if all(key in s and s[key].dim() == 2 and s[key].shape == (1, n) for s, n in zip(samples, lengths)):
+                fill = pad_id if key == "input_ids" else SEQUENCE_PAD_VALUES.get(key, 0)
+                rows = []
+                for s, n in zip(samples, lengths):
+                    padding = torch.full((1, target - n), fill, dtype=s[key].dtype)
+                    rows.append(torch.cat([padding, s[key]] if left else [s[key], padding], dim=1))
+                batch[key] = torch.cat(rows, dim=0)
+            else:
+                # Per-image data: only samples with images have it (a text-only sample contributes nothing).
+                batch[key] = _concat_padded([s[key] for s in samples if key in s])
+        return batch
+
+
+def _concat_padded(values: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-sample tensors on dim 0, zero-padding any other dimension that differs.
+
+    One rule serves LLaVA (images stacked), Qwen-VL (patches and grids concatenated), LLaVA-NeXT (a varying
+    number of tiles, with ``image_sizes`` telling the model which are real) and Idefics (a varying number
+    of images per sample; all-zero images are skipped by the model).
+    """
+    if not all(torch.is_tensor(v) for v in values):
+        return values
+    shapes = {tuple(v.shape[1:]) for v in values}
+    if len(shapes) == 1:
+        return torch.cat(values, dim=0)
+    target = [max(v.shape[d] for v in values) for d in range(1, values[0].dim())]
+    padded = []
+    for v in values:
+        pad = []
+        for d in reversed(range(1, v.dim())):
+            pad.extend([0, target[d - 1] - v.shape[d]])
+        padded.append(torch.nn.functional.pad(v, pad))
+    return torch.cat(padded, dim=0)

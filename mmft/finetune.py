@@ -1,0 +1,142 @@
+"""The pieces a recipe (or a notebook) assembles: datasets, collators, model, trainer; and ``finetune`` for notebooks.
+
+A recipe reads as a story over these calls (see ``recipes/vqa.py``); ``finetune`` runs the same story from
+Python with keyword arguments::
+
+    from mmft import finetune
+    results = finetune(model="mmft:tiny-llava", train_dataset=my_dataset, eval_dataset=my_eval,
+                       output_dir="out", num_train_epochs=3)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import fields
+
+from .collator import VLMCollator
+from .config import DataArguments, ModelArguments, VLMTrainingArguments
+from .modeling import load_model, load_processor, log_parameter_report, prepare_model_for_training
+from .sources import load_records
+from .trainer import VLMTrainer
+
+logger = logging.getLogger("mmft")
+
+
+def setup_logging(training_args=None):
+    """Readable logs: mmft at INFO on the main process (WARNING elsewhere), transformers as configured."""
+    level = logging.INFO
+    if training_args is not None and not training_args.should_log:
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("mmft")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def load_datasets(data_args: DataArguments):
+    """The training and evaluation record datasets named by ``data_args`` (evaluation may be ``None``)."""
+    if data_args.dataset_name is None:
+        raise ValueError("No training data: pass --dataset_name (a .json/.jsonl file, a Hub id, or 'shapes').")
+    train = load_records(
+        data_args.dataset_name,
+        split=data_args.train_split,
+        config=data_args.dataset_config,
+        image_root=data_args.image_root,
+        max_samples=data_args.max_train_samples,
+        streaming=data_args.streaming,
+    )
+    eval_dataset = None
+    if data_args.eval_dataset_name is not None or data_args.eval_split is not None:
+        eval_dataset = load_records(
+            data_args.eval_dataset_name or data_args.dataset_name,
+            split=data_args.eval_split or "train",
+            config=data_args.dataset_config,
+            image_root=data_args.image_root,
+            max_samples=data_args.max_eval_samples,
+        )
+    return train, eval_dataset
+
+
+def build_collators(processor, data_args: DataArguments) -> tuple[VLMCollator, VLMCollator]:
+    """A training collator (right padding, labels, length policy) and a generation one (left padding)."""
+    common = dict(
+        max_pixels=data_args.max_pixels,
+        max_image_pixels=data_args.max_image_pixels,
+        allow_images_outside_root=data_args.allow_images_outside_root,
+        allow_remote_images=data_args.allow_remote_images,
+    )
+    train = VLMCollator(processor, mode="train", max_length=data_args.max_length,
+                        overlength_policy=data_args.overlength_policy, **common)
+    # Prompts are never dropped during evaluation: every record must get an answer to be scored.
+    generate = VLMCollator(processor, mode="generate", max_length=data_args.max_length, overlength_policy="error",
+                           **common)
+    return train, generate
+
+
+def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: VLMTrainingArguments,
+                  train_dataset=None, eval_dataset=None) -> VLMTrainer:
+    """Load processor and model, decide what trains, and wire everything into a ``VLMTrainer``."""
+    if model_args.model_name_or_path is None:
+        raise ValueError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")
+    processor = load_processor(model_args)
+    model = load_model(model_args)
+    model = prepare_model_for_training(model, model_args)
+    if training_args.should_log:
+        log_parameter_report(model, print_fn=logger.info)
+    train_collator, generation_collator = build_collators(processor, data_args)
+    return VLMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=train_collator,
+        generation_collator=generation_collator,
+        processing_class=processor,
+    )
+
+
+def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=None, **kwargs) -> dict:
+    """Fine-tune from Python: datasets may be ``datasets`` objects, lists of records, file paths or Hub ids.
+
+    Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
+    (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Returns the
+    training and evaluation metrics; the trained model is saved to ``output_dir``.
+    """
+    groups = {}
+    for cls in (ModelArguments, DataArguments, VLMTrainingArguments):
+        names = {f.name for f in fields(cls) if f.init}
+        groups[cls] = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+    if kwargs:
+        raise TypeError(f"finetune() got unknown argument(s): {', '.join(sorted(kwargs))}")
+    model_args = ModelArguments(model_name_or_path=model, **groups[ModelArguments])
+    data_args = DataArguments(**groups[DataArguments])
+    training_args = VLMTrainingArguments(**groups[VLMTrainingArguments])
+    setup_logging(training_args)
+    train = _as_records(train_dataset, data_args, data_args.train_split, data_args.max_train_samples)
+    evaluation = _as_records(eval_dataset, data_args, data_args.eval_split or "train", data_args.max_eval_samples)
+    trainer = build_trainer(model_args, data_args, training_args, train, evaluation)
+    results = {}
+    if training_args.eval_before_train and evaluation is not None:
+        results.update(trainer.evaluate(metric_key_prefix="eval_before_train"))
+    train_result = trainer.train()
+    trainer.save_model()
+    results.update(train_result.metrics)
+    if evaluation is not None:
+        results.update(trainer.evaluate())
+    results["trainer"] = trainer
+    return results
+
+
+def _as_records(source, data_args, split, max_samples):
+    if source is None:
+        return None
+    if isinstance(source, list):
+        from .sources import RecordDataset
+
+        return RecordDataset(source[:max_samples] if max_samples else source, source="records",
+                             image_root=data_args.image_root)
+    return load_records(source, split=split, config=data_args.dataset_config, image_root=data_args.image_root,
+                        max_samples=max_samples)

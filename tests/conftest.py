@@ -1,0 +1,43 @@
+"""Shared fixtures. Every test runs offline: the Hub is unreachable here and in CI, and nothing may try it."""
+
+import os
+
+# Set before transformers/datasets/evaluate are imported by any test module.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    """The tiny LLaVA (random weights, real classes) built once per test session."""
+    from mmft.testing import TinyLlavaSpec, tiny_llava_path
+
+    return tiny_llava_path(TinyLlavaSpec(), root=tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_pad_eos_dir(tmp_path_factory):
+    """The same tiny LLaVA with ``pad_token == eos_token`` (as many real checkpoints ship)."""
+    from mmft.testing import TinyLlavaSpec, tiny_llava_path
+
+    return tiny_llava_path(TinyLlavaSpec(pad_is_eos=True), root=tmp_path_factory.mktemp("models_pad_eos"))
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_llava_dir):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_llava_dir)
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """Small shapes splits on disk (LLaVA JSONL + PNGs): {"train": path, "test": path}."""
+    from mmft.shapes import write_split
+
+    root = tmp_path_factory.mktemp("shapes")
+    return {"train": write_split(root, "train", 64, turns=(1, 3)), "test": write_split(root, "test", 32)}
