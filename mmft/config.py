@@ -216,5 +216,12 @@ def parse_args(
             raise ValueError(
                 f"{config_path}: unknown argument(s) {', '.join(unknown)}. Run the recipe with --help for the list."
             )
+        # argparse never applies nargs to defaults: a YAML scalar for a list flag (``metrics: anls``) would stay a
+        # string and later be iterated character by character. Wrap it, unless the field itself takes a string.
+        takes_str = {f.name for t in dataclass_types for f in fields(t) if isinstance(f.default, str)}
+        for action in parser._actions:
+            value = values.get(action.dest)
+            if action.nargs in ("+", "*") and isinstance(value, str) and action.dest not in takes_str:
+                values[action.dest] = [value]
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=rest)

@@ -36,7 +36,7 @@ QUESTIONS = {
 }
 ANSWERS = {"colour": tuple(COLOURS), "shape": SHAPES, "side": SIDES}
 
-IMAGE_SIZE = 96  # pixels; processors resize to their own input size (the tiny model: 48, in 16-pixel patches)
+IMAGE_SIZE = 48  # pixels, the tiny model's input size: no resize blur; a 16-pixel cell is one 16-pixel patch
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}  # disjoint streams: no test image is in train
 
 
@@ -56,8 +56,8 @@ def draw_shape(colour: str, shape: str, side: str, rng: random.Random):
     # The image is a 3x3 grid of cells; the shape sits in the middle cell of one side. With the tiny model's
     # 16-pixel patches (after resizing to 48) a cell is one patch, so each patch sees one whole shape.
     cell = s // 3
-    radius = rng.randint(cell * 11 // 32, cell * 13 // 32)  # 11..13 px of a 32 px cell: the shape fills its cell
-    jitter_x, jitter_y = rng.randint(-cell // 16, cell // 16), rng.randint(-cell // 16, cell // 16)
+    radius = rng.randint(cell * 5 // 16, cell * 7 // 16)  # 5..7 px of a 16 px cell: the shape fills its cell
+    jitter_x, jitter_y = rng.randint(-1, 1), rng.randint(-1, 1)
     column, row = {"left": (0, 1), "right": (2, 1), "top": (1, 0), "bottom": (1, 2)}[side]
     centre_x, centre_y = column * cell + cell // 2 + jitter_x, row * cell + cell // 2 + jitter_y
     box = (centre_x - radius, centre_y - radius, centre_x + radius, centre_y + radius)

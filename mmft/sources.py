@@ -131,7 +131,8 @@ def _undecoded(dataset):
     import datasets
 
     if isinstance(dataset, datasets.IterableDataset):
-        return dataset.decode(False)
+        # Unknown features (e.g. ``IterableDataset.from_generator``): nothing is decoded, and decode() would raise.
+        return dataset if dataset.features is None else dataset.decode(False)
 
     def undecode(feature):
         if isinstance(feature, datasets.Image):

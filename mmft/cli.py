@@ -1,0 +1,64 @@
+"""The ``mmft`` command. Training runs through the recipes (``accelerate launch recipes/vqa.py``); this
+command holds the utilities around them. Later: ``mmft data check | data show | eval | predict | merge``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _info(args):
+    import importlib.metadata as metadata
+
+    for package in ("mmft", "torch", "torchvision", "transformers", "datasets", "accelerate", "peft", "evaluate"):
+        try:
+            print(f"{package:<13}{metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            print(f"{package:<13}not installed")
+    from .testing import BUILTIN_MODELS
+
+    print("built-in models: " + ", ".join(sorted(BUILTIN_MODELS)))
+
+
+def _build_tiny_model(args):
+    from .testing import BUILTIN_MODELS, build_tiny_llava
+
+    path = build_tiny_llava(args.out_dir, BUILTIN_MODELS[args.name])
+    print(f"Built {args.name} into {path}")
+
+
+def _shapes(args):
+    from .shapes import DEFAULT_SPLITS, write_split
+
+    for split in args.splits:
+        size = args.size or DEFAULT_SPLITS[split][0]
+        path = write_split(args.out_dir, split, size, turns=DEFAULT_SPLITS[split][1])
+        print(f"Wrote {size} {split} records to {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmft", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="Print package versions and the built-in tiny models.")
+    info.set_defaults(func=_info)
+    tiny = commands.add_parser("build-tiny-model", help="Build a tiny offline model (random weights) into a folder.")
+    tiny.add_argument("out_dir", help="Folder to write the model and processor to.")
+    tiny.add_argument("--name", default="mmft:tiny-llava", help="Which built-in model (default: mmft:tiny-llava).")
+    tiny.set_defaults(func=_build_tiny_model)
+    shapes = commands.add_parser("shapes", help="Write the synthetic shapes VQA data (LLaVA JSONL + PNGs).")
+    shapes.add_argument("out_dir", help="Folder to write the splits into.")
+    shapes.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "validation", "test"],
+                        help="Splits to write (default: train test).")
+    shapes.add_argument("--size", type=int, default=None, help="Records per split (default: the demo's sizes).")
+    shapes.set_defaults(func=_shapes)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
