@@ -125,7 +125,7 @@ def write_split(out_dir: str | os.PathLike, split: str, size: int, seed: int | N
 
 # Default sizes of the demo splits. Train records carry 1-3 turns about the same image (multi-turn
 # supervision exercises the label masking); evaluation records ask one question each.
-DEFAULT_SPLITS = {"train": (3000, (1, 3)), "validation": (300, (1, 1)), "test": (300, (1, 1))}
+DEFAULT_SPLITS = {"train": (3000, (1, 1)), "validation": (300, (1, 1)), "test": (300, (1, 1))}
 
 
 def shapes_split_path(split: str, size: int | None = None, root: str | os.PathLike | None = None) -> Path:

@@ -73,6 +73,7 @@ class TinyLlavaSpec:
     text_kv_heads: int = 2
     vocab_size: int = 640
     pad_is_eos: bool = False
+    position_init_std: float = 1.0
     seed: int = 0
     version: int = 2  # bump when the builder changes in a way the fields above do not capture
 
@@ -173,6 +174,11 @@ def build_tiny_llava(out_dir: str | os.PathLike, spec: TinyLlavaSpec = TinyLlava
     )
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config)
+    # CLIP initialises position embeddings with std 0.02 while a 16x16x3 patch embeds with a magnitude near 5:
+    # position is ~250x weaker than content, and a model trained from scratch for a minute cannot tell where
+    # things are. Pretrained CLIPs learned this over millions of steps; here we start position at content scale.
+    with torch.no_grad():
+        model.model.vision_tower.embeddings.position_embedding.weight.normal_(std=spec.position_init_std)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
