@@ -8,8 +8,9 @@ The collator runs in DataLoader workers. For each canonical record it
    is what ``messages[:i+1]`` adds to ``messages[:i]`` + generation prompt. This works for any template,
    needs no model-specific marker strings, and includes the end-of-turn token the template writes
    (``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>``, ``</s>``...), which the model must learn to emit to stop;
-4. runs the processor on the rendered text and images (which expands each image placeholder into the
-   model's image tokens) and maps the supervised text tokens onto the expanded ids;
+4. runs the processor once on the whole batch (it expands each image placeholder into the model's image
+   tokens, pads, and batches pixels as its model expects) and maps the supervised text tokens onto the
+   expanded ids of each row;
 5. applies the length budget: image tokens are never truncated; a sample over ``max_length`` raises
    (``error``, naming the record and its length) or is dropped and counted (``drop``).
 
@@ -33,9 +34,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 OVERLENGTH_POLICIES = ("error", "drop")
 
-# Batch keys padded along the sequence dimension, and the value padding takes. Any other key the
-# processor returns is per-image data (pixel values, grid sizes, ...) and is concatenated.
-SEQUENCE_PAD_VALUES = {"attention_mask": 0, "labels": IGNORE_INDEX}
 NUM_DROPPED_KEY = "mmft_num_dropped"  # popped by VLMTrainer before the forward pass
 
 
@@ -63,7 +61,7 @@ def assistant_char_spans(processor, messages, record_id: str = "?") -> tuple[str
         if message["role"] != "assistant":
             continue
         before = render(processor, messages[:i], add_generation_prompt=True)
-        through = render(processor, messages[: i + 1])
+        through = full if i == len(messages) - 1 else render(processor, messages[: i + 1])
         if not (through.startswith(before) and full.startswith(through)):
             raise LabelAlignmentError(
                 f"record {record_id!r}: the chat template renders earlier turns differently once later turns are "
@@ -173,6 +171,10 @@ class VLMCollator:
         tokenizer = self.tokenizer
         if not getattr(tokenizer, "is_fast", True):
             raise ValueError("mmft needs a fast tokenizer (character offsets are used to place labels).")
+        if tokenizer.pad_token is None:
+            # Padding positions are masked out of attention and labels, so any id will do; eos is the convention.
+            tokenizer.pad_token = tokenizer.eos_token
+            logger.info("The tokenizer has no pad token; padding with eos %r.", tokenizer.eos_token)
         image_token = getattr(self.processor, "image_token", None) or "<image>"
         image_id = tokenizer.convert_tokens_to_ids(image_token)
         self._placeholder_ids = {image_id} if image_id is not None and image_id != tokenizer.unk_token_id else set()
@@ -181,7 +183,7 @@ class VLMCollator:
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 
-    # ---- one sample ----------------------------------------------------------------------------
+    # ---- one sample: images, rendered text, assistant spans ------------------------------------------
     def load_images(self, record) -> list:
         return [
             images_lib.load_image(
@@ -196,102 +198,72 @@ class VLMCollator:
             for ref in record["images"]
         ]
 
-    def encode(self, record) -> dict[str, torch.Tensor] | None:
-        """Encode one record; ``None`` when it is dropped by the length policy."""
-        record_id = record["id"]
-        images = self.load_images(record)
+    def prepare(self, record) -> tuple[str, list, list[tuple[int, int]]]:
+        """The rendered text, the decoded images and (in training) the assistant character spans."""
         if self.mode == "train":
-            messages = record["messages"]
-            text, spans = assistant_char_spans(self.processor, messages, record_id)
+            text, spans = assistant_char_spans(self.processor, record["messages"], record["id"])
         else:
             messages, _ = prompt_and_answer(record)
             text, spans = render(self.processor, messages, add_generation_prompt=True), []
-        # Only images referenced by the rendered messages are passed (a prompt never drops earlier images).
-        encoded = self.processor(
-            text=[text], images=images or None, add_special_tokens=False, return_tensors="pt"
-        )
-        input_ids = encoded["input_ids"][0].tolist()
-        if self.max_length is not None and len(input_ids) > self.max_length:
-            if self.overlength_policy == "error":
-                raise OverlengthError(
-                    f"record {record_id!r} is {len(input_ids)} tokens long after image expansion, over "
-                    f"max_length={self.max_length}. Image tokens are never truncated. Raise --max_length, lower "
-                    "--max_pixels (fewer image tokens for some models), or pass --overlength_policy drop."
-                )
-            logger.warning(
-                "Dropping record %r: %d tokens after image expansion > max_length=%d",
-                record_id, len(input_ids), self.max_length,
-            )
-            return None
-        sample = {key: value for key, value in encoded.items()}
-        if self.mode == "train":
-            plain = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            mask = _token_mask(plain["offset_mapping"], spans)
-            labels = map_labels(plain["input_ids"], mask, self._placeholder_ids, input_ids, record_id)
-            if all(label == IGNORE_INDEX for label in labels):
-                raise LabelAlignmentError(f"record {record_id!r}: no assistant tokens to supervise.")
-            sample["labels"] = torch.tensor([labels], dtype=torch.long)
-        return sample
+        return text, self.load_images(record), spans
+
+    def labels_for(self, record_id: str, text: str, spans, input_ids: list[int]) -> list[int]:
+        plain = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        mask = _token_mask(plain["offset_mapping"], spans)
+        labels = map_labels(plain["input_ids"], mask, self._placeholder_ids, input_ids, record_id)
+        if all(label == IGNORE_INDEX for label in labels):
+            raise LabelAlignmentError(f"record {record_id!r}: no assistant tokens to supervise.")
+        return labels
 
     # ---- a batch -------------------------------------------------------------------------------
+    def process(self, prepared) -> dict[str, torch.Tensor]:
+        """One batched processor call: the processor pads text and batches pixels the way its model expects."""
+        texts = [text for text, _, _ in prepared]
+        images = [imgs for _, imgs, _ in prepared]
+        return self.processor(
+            text=texts,
+            images=images if any(images) else None,
+            add_special_tokens=False,  # the chat template already wrote any BOS
+            padding=True,
+            padding_side="left" if self.mode == "generate" else "right",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_tensors="pt",
+        )
+
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
-        samples = [self.encode(record) for record in records]
-        kept = [s for s in samples if s is not None]
-        batch = self.pad(kept)
-        if self.mode == "generate":
-            batch["ids"] = [r["id"] for r, s in zip(records, samples) if s is not None]
-        if self.overlength_policy == "drop" and self.mode == "train":
-            batch[NUM_DROPPED_KEY] = torch.tensor(len(samples) - len(kept))
+        prepared = [self.prepare(record) for record in records]
+        batch = self.process(prepared)
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        over = [i for i, n in enumerate(lengths) if self.max_length is not None and n > self.max_length]
+        if over and self.overlength_policy == "error":
+            i = over[0]
+            raise OverlengthError(
+                f"record {records[i]['id']!r} is {lengths[i]} tokens long after image expansion, over "
+                f"max_length={self.max_length}. Image tokens are never truncated. Raise --max_length, lower "
+                "--max_pixels (fewer image tokens for some models), or pass --overlength_policy drop."
+            )
+        if over:
+            for i in over:
+                logger.warning("Dropping record %r: %d tokens after image expansion > max_length=%d",
+                               records[i]["id"], lengths[i], self.max_length)
+            records = [r for i, r in enumerate(records) if i not in over]
+            prepared = [p for i, p in enumerate(prepared) if i not in over]
+            # Rare path: process the survivors again rather than slicing pixel tensors, whose layout is the
+            # family's business (stacked images, concatenated patches, per-sample tiles...).
+            batch = self.process(prepared) if prepared else self.empty_batch()
+            lengths = [lengths[i] for i in range(len(lengths)) if i not in over]
+        if self.mode == "train":
+            labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+            for row, (record, (text, _, spans), n) in enumerate(zip(records, prepared, lengths)):
+                ids = batch["input_ids"][row, :n].tolist()  # right padding: the real tokens come first
+                labels[row, :n] = torch.tensor(self.labels_for(record["id"], text, spans, ids))
+            batch["labels"] = labels
+            if self.overlength_policy == "drop":
+                batch[NUM_DROPPED_KEY] = torch.tensor(len(over))
+        else:
+            batch["ids"] = [record["id"] for record in records]
         return batch
 
-    def pad(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        if not samples:
-            empty = torch.zeros((0, 0), dtype=torch.long)
-            batch = {"input_ids": empty, "attention_mask": empty.clone()}
-            if self.mode == "train":
-                batch["labels"] = empty.clone()
-            return batch
-        lengths = [s["input_ids"].shape[1] for s in samples]
-        target = max(lengths)
-        if self.pad_to_multiple_of:
-            target = -(-target // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        left = self.mode == "generate"  # generation continues from the last real token of every row
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id
-        batch = {}
-        keys = list(dict.fromkeys(key for sample in samples for key in sample))  # union, in first-seen order
-        for key in keys:
-            if all(key in s and s[key].dim() == 2 and s[key].shape == (1, n) for s, n in zip(samples, lengths)):
-                fill = pad_id if key == "input_ids" else SEQUENCE_PAD_VALUES.get(key, 0)
-                rows = []
-                for s, n in zip(samples, lengths):
-                    padding = torch.full((1, target - n), fill, dtype=s[key].dtype)
-                    rows.append(torch.cat([padding, s[key]] if left else [s[key], padding], dim=1))
-                batch[key] = torch.cat(rows, dim=0)
-            else:
-                # Per-image data: only samples with images have it (a text-only sample contributes nothing).
-                batch[key] = _concat_padded([s[key] for s in samples if key in s])
-        return batch
-
-
-def _concat_padded(values: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate per-sample tensors on dim 0, zero-padding any other dimension that differs.
-
-    One rule serves LLaVA (images stacked), Qwen-VL (patches and grids concatenated), LLaVA-NeXT (a varying
-    number of tiles, with ``image_sizes`` telling the model which are real) and Idefics (a varying number
-    of images per sample; all-zero images are skipped by the model).
-    """
-    if not all(torch.is_tensor(v) for v in values):
-        return values
-    shapes = {tuple(v.shape[1:]) for v in values}
-    if len(shapes) == 1:
-        return torch.cat(values, dim=0)
-    target = [max(v.shape[d] for v in values) for d in range(1, values[0].dim())]
-    padded = []
-    for v in values:
-        pad = []
-        for d in reversed(range(1, v.dim())):
-            pad.extend([0, target[d - 1] - v.shape[d]])
-        padded.append(torch.nn.functional.pad(v, pad))
-    return torch.cat(padded, dim=0)
+    def empty_batch(self) -> dict[str, torch.Tensor]:
+        empty = torch.zeros((0, 0), dtype=torch.long)
+        return {"input_ids": empty, "attention_mask": empty.clone()}

@@ -36,28 +36,25 @@ def setup_logging(training_args=None):
     root.propagate = False
 
 
-def load_datasets(data_args: DataArguments):
-    """The training and evaluation record datasets named by ``data_args`` (evaluation may be ``None``)."""
-    if data_args.dataset_name is None:
+def load_datasets(data_args: DataArguments, train_source=None, eval_source=None):
+    """The training and evaluation record datasets (evaluation may be ``None``).
+
+    Sources default to ``data_args.dataset_name`` / ``eval_dataset_name``; a notebook passes ``datasets`` objects
+    or lists of records instead.
+    """
+    train_source = train_source if train_source is not None else data_args.dataset_name
+    if train_source is None:
         raise ValueError("No training data: pass --dataset_name (a .json/.jsonl file, a Hub id, or 'shapes').")
-    train = load_records(
-        data_args.dataset_name,
-        split=data_args.train_split,
-        config=data_args.dataset_config,
-        image_root=data_args.image_root,
-        max_samples=data_args.max_train_samples,
-        streaming=data_args.streaming,
-    )
-    eval_dataset = None
-    if data_args.eval_dataset_name is not None or data_args.eval_split is not None:
-        eval_dataset = load_records(
-            data_args.eval_dataset_name or data_args.dataset_name,
-            split=data_args.eval_split or "train",
-            config=data_args.dataset_config,
-            image_root=data_args.image_root,
-            max_samples=data_args.max_eval_samples,
-        )
-    return train, eval_dataset
+    common = dict(config=data_args.dataset_config, image_root=data_args.image_root)
+    train = load_records(train_source, split=data_args.train_split, max_samples=data_args.max_train_samples,
+                         streaming=data_args.streaming, **common)
+    if eval_source is None and data_args.eval_dataset_name is None and data_args.eval_split is None:
+        return train, None
+    if eval_source is None:
+        eval_source = data_args.eval_dataset_name or data_args.dataset_name
+    evaluation = load_records(eval_source, split=data_args.eval_split or "train",
+                              max_samples=data_args.max_eval_samples, **common)
+    return train, evaluation
 
 
 def build_collators(processor, data_args: DataArguments) -> tuple[VLMCollator, VLMCollator]:
@@ -115,8 +112,7 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
     data_args = DataArguments(**groups[DataArguments])
     training_args = VLMTrainingArguments(**groups[VLMTrainingArguments])
     setup_logging(training_args)
-    train = _as_records(train_dataset, data_args, data_args.train_split, data_args.max_train_samples)
-    evaluation = _as_records(eval_dataset, data_args, data_args.eval_split or "train", data_args.max_eval_samples)
+    train, evaluation = load_datasets(data_args, train_dataset, eval_dataset)
     trainer = build_trainer(model_args, data_args, training_args, train, evaluation)
     results = {}
     if training_args.eval_before_train and evaluation is not None:
@@ -128,15 +124,3 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
         results.update(trainer.evaluate())
     results["trainer"] = trainer
     return results
-
-
-def _as_records(source, data_args, split, max_samples):
-    if source is None:
-        return None
-    if isinstance(source, list):
-        from .sources import RecordDataset
-
-        return RecordDataset(source[:max_samples] if max_samples else source, source="records",
-                             image_root=data_args.image_root)
-    return load_records(source, split=split, config=data_args.dataset_config, image_root=data_args.image_root,
-                        max_samples=max_samples)

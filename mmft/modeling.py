@@ -83,7 +83,8 @@ def component_paths(model: nn.Module, family: Family | None = None) -> dict[str,
 def component_of(name: str, paths: dict[str, str | None]) -> str:
     # PEFT wraps the model: strip its prefixes so names match the base model's paths.
     name = re.sub(r"^(base_model\.model\.)", "", name)
-    for component, path in paths.items():
+    # Longest path first: a projector nested inside the vision tower (Qwen-VL's visual.merger) is the projector.
+    for component, path in sorted(paths.items(), key=lambda item: -len(item[1] or "")):
         if path and (name == path or name.startswith(path + ".")):
             return "language model" if component == "lm head" else component
     return "other"

@@ -39,7 +39,9 @@ class SourceError(ValueError):
 class RecordDataset(torch.utils.data.Dataset):
     """A map-style dataset of canonical records over any indexable collection of raw records.
 
-    Raw rows are converted on access (cheap: text only), after one validation pass at construction.
+    Every record is validated at construction. Records read from files (a Python list: text and image paths)
+    are kept in canonical form, so each access is a dict copy; rows of a ``datasets.Dataset`` are converted on
+    access instead, because keeping them would hold every embedded image's bytes in memory.
     """
 
     def __init__(self, rows: Sequence[Mapping] | Any, *, source: str, image_root: str | None = None,
@@ -47,18 +49,20 @@ class RecordDataset(torch.utils.data.Dataset):
         self.rows = rows
         self.source = source
         self.image_root = image_root
+        self._canonical = None
         if validate:
-            validate_all(self._raw_iter(), source=source)
-
-    def _raw_iter(self) -> Iterator[Mapping]:
-        for index in range(len(self.rows)):
-            yield self.rows[index]
+            records = validate_all(iter(rows), source=source)
+            if isinstance(rows, list):
+                self._canonical = records
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
-        record = to_canonical(self.rows[index], index=index, source=self.source)
+        if self._canonical is not None:
+            record = dict(self._canonical[index])  # a copy: callers may set keys without touching the cache
+        else:
+            record = to_canonical(self.rows[index], index=index, source=self.source)
         record["image_root"] = self.image_root
         return record
 
@@ -184,9 +188,9 @@ def load_records(
     """Load records from a built-in name, a local file or folder, a ``datasets`` object, or a Hub id.
 
     Args:
-        name_or_path: ``"shapes"`` (the embedded demo), a ``.json``/``.jsonl`` file, a folder written by
-            ``Dataset.save_to_disk``, any other local folder or Hub id ``datasets.load_dataset`` understands,
-            or an in-memory ``datasets`` object.
+        name_or_path: ``"shapes"`` (the embedded demo), a list of records, a ``.json``/``.jsonl`` file, a folder
+            written by ``Dataset.save_to_disk``, any other local folder or Hub id ``datasets.load_dataset``
+            understands, or an in-memory ``datasets`` object.
         split: which split to read (for files, ignored: a file is one split).
         config: the dataset configuration (``load_dataset``'s second argument) for Hub datasets.
         image_root: folder that relative image paths resolve against. Defaults to the file's folder for local
@@ -195,6 +199,8 @@ def load_records(
         streaming: stream a Hub dataset instead of downloading it (an ``IterableDataset``; use ``max_steps``).
     """
     root = str(Path(image_root).resolve()) if image_root is not None else None
+    if isinstance(name_or_path, list):  # records built in Python (the notebook path)
+        return RecordDataset(name_or_path[:max_samples], source="records", image_root=root)
     if not isinstance(name_or_path, (str, os.PathLike)):
         return from_datasets(name_or_path, source=type(name_or_path).__name__, image_root=root, split=split,
                              max_samples=max_samples)

@@ -153,7 +153,7 @@ def test_max_pixels_caps_images_before_the_processor(tiny_processor, monkeypatch
     original = tiny_processor.__class__.__call__
 
     def spy(self, *args, images=None, **kwargs):
-        seen.extend(images or [])
+        seen.extend(image for per_record in images or [] for image in per_record)
         return original(self, *args, images=images, **kwargs)
 
     monkeypatch.setattr(tiny_processor.__class__, "__call__", spy)

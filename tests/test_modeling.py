@@ -207,3 +207,33 @@ def test_format_parameter_report_lists_each_component(model):
     assert by_name["projector"].rstrip().endswith("100.00%")
     total = sum(p.numel() for p in prepared.parameters())
     assert f"{total:,}" in by_name["all"]
+
+
+def test_projector_nested_in_vision_tower_is_reported_as_projector():
+    """Qwen-VL keeps its merger (the projector) inside `model.visual`: the longer, more specific path wins."""
+    from torch import nn
+
+    from mmft.families import GENERIC
+    from mmft.modeling import parameter_report
+
+    class Visual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.Linear(4, 4)
+            self.merger = nn.Linear(4, 2)
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = Visual()
+            self.language_model = nn.Linear(2, 2)
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Inner()
+
+    report = parameter_report(Toy(), GENERIC)
+    assert report["projector"]["total"] == 4 * 2 + 2
+    assert report["vision tower"]["total"] == 4 * 4 + 4
+    assert report["language model"]["total"] == 2 * 2 + 2

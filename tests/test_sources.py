@@ -419,3 +419,14 @@ def test_shapes_generation_is_deterministic_and_splits_differ(tmp_path):
     assert train_answers != test_answers
     records = load_records(test)
     assert len(records) == 12 and all((test.parent / records[i]["images"][0]).is_file() for i in range(12))
+
+
+def test_list_of_records_is_validated_once_and_served_as_copies():
+    from mmft.sources import load_records
+
+    raw = [{"id": "a", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "hello"}]}]
+    dataset = load_records(raw, image_root="/data")
+    first = dataset[0]
+    first["messages"] = []  # a caller editing its record must not change what the next access returns
+    assert dataset[0]["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
+    assert dataset[0]["image_root"] == str(Path("/data").resolve())

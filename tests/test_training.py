@@ -94,7 +94,8 @@ def test_evaluation_generates_an_answer_for_every_record(tiny_llava_dir, shapes_
 
 
 def test_notebook_api_trains_from_in_memory_dataset_of_pil_images(tiny_llava_dir, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a hard dependency: a broken install must fail here, not skip
+
     from mmft.shapes import generate_records
 
     rows = []
