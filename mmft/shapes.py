@@ -36,7 +36,7 @@ QUESTIONS = {
 }
 ANSWERS = {"colour": tuple(COLOURS), "shape": SHAPES, "side": SIDES}
 
-IMAGE_SIZE = 48  # pixels, the tiny model's input size: no resize blur; a 16-pixel cell is one 16-pixel patch
+IMAGE_SIZE = 48  # pixels, the tiny model's input size: no resize blur; a 16-pixel cell is 2x2 of its 8-pixel patches
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}  # disjoint streams: no test image is in train
 
 
@@ -54,7 +54,7 @@ def draw_shape(colour: str, shape: str, side: str, rng: random.Random):
     img = Image.new("RGB", (s, s), background)
     draw = ImageDraw.Draw(img)
     # The image is a 3x3 grid of cells; the shape sits in the middle cell of one side. With the tiny model's
-    # 16-pixel patches (after resizing to 48) a cell is one patch, so each patch sees one whole shape.
+    # 8-pixel patches a cell is 2x2 patches: each patch sees a quarter of the shape (a corner or an edge).
     cell = s // 3
     radius = rng.randint(cell * 5 // 16, cell * 7 // 16)  # 5..7 px of a 16 px cell: the shape fills its cell
     jitter_x, jitter_y = rng.randint(-1, 1), rng.randint(-1, 1)

@@ -28,6 +28,19 @@ def tiny_llava_pad_eos_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llava_wide_dir(tmp_path_factory):
+    """The tiny LLaVA with a 128-wide text model, for LoRA on a random base.
+
+    LoRA leaves the random LM head frozen, and its logits are bounded by about 0.02 * width (init std times
+    the norm of the normalised hidden state): at width 96 the loss cannot fall much below 5.1 nats whatever
+    the adapter learns; at 128 it reaches 4.7 in 20 steps, which is what the LoRA test asserts.
+    """
+    from mmft.testing import TinyLlavaSpec, tiny_llava_path
+
+    return tiny_llava_path(TinyLlavaSpec(text_hidden=128), root=tmp_path_factory.mktemp("models_wide"))
+
+
+@pytest.fixture(scope="session")
 def tiny_processor(tiny_llava_dir):
     from transformers import AutoProcessor
 

@@ -70,7 +70,7 @@ def audit(processor, batch, row=0):
 def test_label_audit_system_three_turns_two_images(tiny_processor):
     batch = VLMCollator(tiny_processor)([three_turn_record()])
     image_id = tiny_processor.tokenizer.convert_tokens_to_ids("<image>")
-    assert int((batch["input_ids"][0] == image_id).sum()) == 2 * 9  # both images expanded (3x3 patches each)
+    assert int((batch["input_ids"][0] == image_id).sum()) == 2 * 36  # both images expanded (6x6 patches each)
     assert batch["pixel_values"].shape[0] == 2
     audit(tiny_processor, batch)
 
