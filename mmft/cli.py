@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _info(args):
@@ -16,16 +17,25 @@ def _info(args):
             print(f"{package:<13}{metadata.version(package)}")
         except metadata.PackageNotFoundError:
             print(f"{package:<13}not installed")
-    from .testing import BUILTIN_MODELS
+    from .testing import builtin_model_names
 
-    print("built-in models: " + ", ".join(sorted(BUILTIN_MODELS)))
+    print("built-in models: " + ", ".join(builtin_model_names()))
 
 
 def _build_tiny_model(args):
-    from .testing import BUILTIN_MODELS, build_tiny_llava
+    from .testing import BUILTIN_MODELS, build_tiny_llava, builtin_model_names, tiny_fixtures
 
-    path = build_tiny_llava(args.out_dir, BUILTIN_MODELS[args.name])
-    print(f"Built {args.name} into {path}")
+    if args.name in BUILTIN_MODELS:
+        build_tiny_llava(args.out_dir, BUILTIN_MODELS[args.name])
+    else:
+        family = args.name.removeprefix("mmft:tiny-")
+        fixtures = tiny_fixtures()
+        if family not in fixtures:
+            sys.exit(f"Unknown built-in model {args.name!r}. Built-in models: {', '.join(builtin_model_names())}.")
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        fixtures[family].build(out)
+    print(f"Built {args.name} into {args.out_dir}")
 
 
 def _shapes(args):
@@ -44,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
     tiny = commands.add_parser("build-tiny-model", help="Build a tiny offline model (random weights) into a folder.")
     tiny.add_argument("out_dir", help="Folder to write the model and processor to.")
-    tiny.add_argument("--name", default="mmft:tiny-llava", help="Which built-in model (default: mmft:tiny-llava).")
+    tiny.add_argument("--name", default="mmft:tiny-llava",
+                      help="Which built-in model (default: mmft:tiny-llava; `mmft info` lists them).")
     tiny.set_defaults(func=_build_tiny_model)
     shapes = commands.add_parser("shapes", help="Write the synthetic shapes VQA data (LLaVA JSONL + PNGs).")
     shapes.add_argument("out_dir", help="Folder to write the splits into.")

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from . import images as images_lib
+from .families import Family, family_for_processor
 from .records import prompt_and_answer
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class VLMCollator:
         allow_images_outside_root: let image paths be absolute or escape the dataset root.
         allow_remote_images: let image refs be http(s) URLs.
         pad_to_multiple_of: round the padded length up (e.g. 8 or 64 for tensor cores).
+        family: the model family's hooks (``mmft.families``); default: found from the processor's class.
     """
 
     processor: Any
@@ -156,6 +158,7 @@ class VLMCollator:
     allow_images_outside_root: bool = False
     allow_remote_images: bool = False
     pad_to_multiple_of: int | None = None
+    family: Family | None = None
     _placeholder_ids: set[int] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -163,11 +166,9 @@ class VLMCollator:
             raise ValueError(f"mode must be 'train' or 'generate', got {self.mode!r}")
         if self.overlength_policy not in OVERLENGTH_POLICIES:
             raise ValueError(f"overlength_policy must be one of {OVERLENGTH_POLICIES}, got {self.overlength_policy!r}")
-        if getattr(self.processor, "chat_template", None) is None:
-            raise ValueError(
-                "The processor has no chat template, so conversations cannot be rendered. Load a processor that "
-                "ships one, or set `processor.chat_template` before training."
-            )
+        if self.family is None:
+            self.family = family_for_processor(self.processor)
+        self.family.prepare_processor(self.processor)  # raises when no chat template can be had
         tokenizer = self.tokenizer
         if not getattr(tokenizer, "is_fast", True):
             raise ValueError("mmft needs a fast tokenizer (character offsets are used to place labels).")
@@ -175,9 +176,11 @@ class VLMCollator:
             # Padding positions are masked out of attention and labels, so any id will do; eos is the convention.
             tokenizer.pad_token = tokenizer.eos_token
             logger.info("The tokenizer has no pad token; padding with eos %r.", tokenizer.eos_token)
-        image_token = getattr(self.processor, "image_token", None) or "<image>"
-        image_id = tokenizer.convert_tokens_to_ids(image_token)
-        self._placeholder_ids = {image_id} if image_id is not None and image_id != tokenizer.unk_token_id else set()
+        self._placeholder_ids = set()
+        for token in self.family.image_placeholders(self.processor):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != tokenizer.unk_token_id:
+                self._placeholder_ids.add(token_id)
 
     @property
     def tokenizer(self):
@@ -200,6 +203,7 @@ class VLMCollator:
 
     def prepare(self, record) -> tuple[str, list, list[tuple[int, int]]]:
         """The rendered text, the decoded images and (in training) the assistant character spans."""
+        self.family.check_record(record)
         if self.mode == "train":
             text, spans = assistant_char_spans(self.processor, record["messages"], record["id"])
         else:
@@ -228,6 +232,7 @@ class VLMCollator:
             padding_side="left" if self.mode == "generate" else "right",
             pad_to_multiple_of=self.pad_to_multiple_of,
             return_tensors="pt",
+            **self.family.processor_kwargs(self.mode),
         )
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
@@ -262,7 +267,7 @@ class VLMCollator:
                 batch[NUM_DROPPED_KEY] = torch.tensor(len(over))
         else:
             batch["ids"] = [record["id"] for record in records]
-        return batch
+        return self.family.finalize_batch(batch, self.mode)
 
     def empty_batch(self) -> dict[str, torch.Tensor]:
         empty = torch.zeros((0, 0), dtype=torch.long)

@@ -16,6 +16,7 @@ from dataclasses import fields
 
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
+from .families import Family, UnsupportedRecordError, family_for
 from .modeling import load_model, load_processor, log_parameter_report, prepare_model_for_training
 from .sources import load_records
 from .trainer import VLMTrainer
@@ -57,13 +58,37 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None)
     return train, evaluation
 
 
-def build_collators(processor, data_args: DataArguments) -> tuple[VLMCollator, VLMCollator]:
+def check_records_fit_family(dataset, family: Family, max_problems: int = 5) -> None:
+    """Fail at start, naming records, when the data holds what this model family cannot take.
+
+    Checks in-memory record lists (local files, lists); lazy datasets are checked per batch by the collator.
+    """
+    canonical = getattr(dataset, "_canonical", None)
+    if canonical is None:
+        return
+    problems = []
+    for record in canonical:
+        try:
+            family.check_record(record)
+        except UnsupportedRecordError as error:
+            problems.append(str(error))
+    if problems:
+        more = f"\n... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
+        raise UnsupportedRecordError(
+            f"{len(problems)} record(s) of {getattr(dataset, 'source', 'the dataset')} cannot be used with this "
+            f"{family.name} model:\n" + "\n".join(problems[:max_problems]) + more
+        )
+
+
+def build_collators(processor, data_args: DataArguments,
+                    family: Family | None = None) -> tuple[VLMCollator, VLMCollator]:
     """A training collator (right padding, labels, length policy) and a generation one (left padding)."""
     common = dict(
         max_pixels=data_args.max_pixels,
         max_image_pixels=data_args.max_image_pixels,
         allow_images_outside_root=data_args.allow_images_outside_root,
         allow_remote_images=data_args.allow_remote_images,
+        family=family,
     )
     train = VLMCollator(processor, mode="train", max_length=data_args.max_length,
                         overlength_policy=data_args.overlength_policy, **common)
@@ -80,10 +105,13 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         raise ValueError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")
     processor = load_processor(model_args)
     model = load_model(model_args)
+    family = family_for(model)
+    for dataset in (train_dataset, eval_dataset):
+        check_records_fit_family(dataset, family)
     model = prepare_model_for_training(model, model_args)
     if training_args.should_log:
         log_parameter_report(model, print_fn=logger.info)
-    train_collator, generation_collator = build_collators(processor, data_args)
+    train_collator, generation_collator = build_collators(processor, data_args, family)
     return VLMTrainer(
         model=model,
         args=training_args,

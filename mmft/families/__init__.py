@@ -1,47 +1,117 @@
 """Model families: what differs from the generic path, one small module per family.
 
-The generic path (processor chat template + processor call + ``AutoModelForImageTextToText``) serves every
-family it can. A family only records where its parts live, so that freezing, LoRA targeting and the
-per-component parameter report never touch the wrong module:
+The generic path (processor chat template + one batched processor call + ``AutoModelForImageTextToText``) serves
+every family it can. A family module records only what differs, as a ``Family`` instance (or a subclass that
+overrides a hook) passed to ``register``:
 
-- ``vision_tower`` / ``projector`` / ``language_model``: module paths (as in ``model.named_modules()``), the
-  first that exists wins. The LM head counts as language model.
+- where the parts live (``vision_tower`` / ``projector`` / ``language_model`` / ``lm_head``: module paths as in
+  ``model.named_modules()``, the first that exists wins), so that freezing, LoRA targeting and the per-component
+  parameter report never touch the wrong module;
+- what its samples may hold (``max_images`` per sample, ``text_only`` samples), checked before training so an
+  unsupported record fails at start, naming the record, instead of deep inside the model;
+- hooks into the collator: the image placeholder token(s) the chat template writes, a fallback chat template for
+  processors that ship none, extra processor-call arguments, and a last look at each batch (``finalize_batch``:
+  e.g. PaliGemma's prefix/suffix ``token_type_ids``).
 
-Unknown model types fall back to discovering these parts by the attribute names common across families, and
-say so once.
+Families are found by ``config.model_type`` (models) or processor class name (processors). Unknown model types fall
+back to the generic layout discovery and say so once. Family modules are discovered, not listed: adding a family is
+one new file here (plus a tiny fixture in ``mmft/testing/``).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 
+class UnsupportedRecordError(ValueError):
+    """A record holds something its model family cannot take (too many images, no image at all)."""
+
+
 @dataclass(frozen=True)
 class Family:
+    """What one model family does differently from the generic path. Subclass to override a hook.
+
+    Args:
+        name: short name used in messages and the fixture matrix (``"qwen2-vl"``).
+        model_types: ``config.model_type`` values of this family's models.
+        processor_classes: class names of its processors (for collators built from a processor alone).
+        vision_tower / projector / language_model / lm_head: candidate module paths, first existing wins.
+        max_images: most images one sample may hold (``None``: no limit).
+        text_only: whether samples without any image work.
+        chat_template: used when the processor ships no chat template (``None``: the processor must have one).
+    """
+
     name: str
-    model_types: tuple[str, ...]
-    vision_tower: tuple[str, ...]
-    projector: tuple[str, ...]
-    language_model: tuple[str, ...]
+    model_types: tuple[str, ...] = ()
+    processor_classes: tuple[str, ...] = ()
+    vision_tower: tuple[str, ...] = ()
+    projector: tuple[str, ...] = ()
+    language_model: tuple[str, ...] = ()
     lm_head: tuple[str, ...] = ("lm_head",)
+    max_images: int | None = None
+    text_only: bool = True
+    chat_template: str | None = None
+
+    # ---- collator hooks ---------------------------------------------------------------------------------------
+    def prepare_processor(self, processor) -> None:
+        """Make ``processor`` ready to render conversations; raise with a clear message when it cannot be."""
+        if getattr(processor, "chat_template", None) is None:
+            if self.chat_template is None:
+                raise ValueError(
+                    f"The {type(processor).__name__} ({self.name} family) has no chat template, so conversations "
+                    "cannot be rendered. Load a processor that ships one (usually the instruction-tuned checkpoint), "
+                    "or set `processor.chat_template` before training."
+                )
+            processor.chat_template = self.chat_template
+
+    def image_placeholders(self, processor) -> list[str]:
+        """The token(s) the chat template writes where an image goes, which the processor then expands."""
+        return [getattr(processor, "image_token", None) or "<image>"]
+
+    def processor_kwargs(self, mode: str) -> dict[str, Any]:
+        """Extra keyword arguments for the batched processor call (``mode`` is ``"train"`` or ``"generate"``)."""
+        return {}
+
+    def finalize_batch(self, batch: dict, mode: str) -> dict:
+        """A last look at a collated batch (labels already built in training)."""
+        return batch
+
+    def check_record(self, record: dict) -> None:
+        """Raise ``UnsupportedRecordError`` for a record this family cannot take."""
+        n_images = len(record.get("images") or [])
+        if self.max_images is not None and n_images > self.max_images:
+            raise UnsupportedRecordError(
+                f"record {record.get('id')!r} has {n_images} images; {self.name} models take at most "
+                f"{self.max_images} per sample. Split the record or filter such records out."
+            )
+        if n_images == 0 and not self.text_only:
+            raise UnsupportedRecordError(
+                f"record {record.get('id')!r} has no image; {self.name} models need an image in every sample. "
+                "Filter text-only records out or train a family that supports them."
+            )
 
 
-REGISTRY: dict[str, Family] = {}
+REGISTRY: dict[str, Family] = {}  # model_type -> family
+BY_PROCESSOR: dict[str, Family] = {}  # processor class name -> family
 
 
 def register(family: Family) -> Family:
     for model_type in family.model_types:
         REGISTRY[model_type] = family
+    for processor_class in family.processor_classes:
+        BY_PROCESSOR[processor_class] = family
     return family
 
 
 # Attribute names used across transformers' VLM implementations, most specific first.
 GENERIC = Family(
     name="generic",
-    model_types=(),
     vision_tower=("model.vision_tower", "model.vision_model", "model.visual", "vision_tower", "vision_model"),
     projector=("model.multi_modal_projector", "model.connector", "model.visual.merger", "multi_modal_projector"),
     language_model=("model.language_model", "model.text_model", "language_model"),
@@ -64,4 +134,15 @@ def family_for(model) -> Family:
     return GENERIC
 
 
-from . import llava  # noqa: E402,F401  (registers itself)
+def family_for_processor(processor) -> Family:
+    """The family of ``processor`` by its class name (generic for unknown processors)."""
+    return BY_PROCESSOR.get(type(processor).__name__, GENERIC)
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")  # each module registers itself
+
+
+_discover()

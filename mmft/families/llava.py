@@ -1,4 +1,8 @@
-"""LLaVA (1.5) and the tiny test model: CLIP-style vision tower, MLP projector, Llama-style language model."""
+"""LLaVA (1.5) and the tiny demo model: CLIP-style vision tower, MLP projector, Llama-style language model.
+
+Nothing to override: the processor expands each ``<image>`` into the image tokens, several images and text-only
+samples work, and the parts sit where the generic discovery would look.
+"""
 
 from . import Family, register
 
@@ -6,6 +10,7 @@ LLAVA = register(
     Family(
         name="llava",
         model_types=("llava",),
+        processor_classes=("LlavaProcessor",),
         vision_tower=("model.vision_tower",),
         projector=("model.multi_modal_projector",),
         language_model=("model.language_model",),
