@@ -224,16 +224,15 @@ class VLMCollator:
         """One batched processor call: the processor pads text and batches pixels the way its model expects."""
         texts = [text for text, _, _ in prepared]
         images = [imgs for _, imgs, _ in prepared]
-        return self.processor(
-            text=texts,
-            images=images if any(images) else None,
+        kwargs = dict(
             add_special_tokens=False,  # the chat template already wrote any BOS
             padding=True,
             padding_side="left" if self.mode == "generate" else "right",
             pad_to_multiple_of=self.pad_to_multiple_of,
             return_tensors="pt",
-            **self.family.processor_kwargs(self.mode),
         )
+        kwargs.update(self.family.processor_kwargs(self.mode))  # the family's word is final
+        return self.processor(text=texts, images=images if any(images) else None, **kwargs)
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
         prepared = [self.prepare(record) for record in records]

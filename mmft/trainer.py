@@ -40,6 +40,16 @@ class _Indexed(Dataset):
         return {**self.dataset[index], "_index": index}
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Where generation stops: the checkpoint's own stop ids (often several: Llama 3's ``<|eot_id|>`` and
+    ``<|end_of_text|>``, Gemma's ``<end_of_turn>`` and ``<eos>``) plus the tokenizer's EOS."""
+    config = getattr(model, "generation_config", None)
+    configured = getattr(config, "eos_token_id", None)
+    ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    ids.append(tokenizer.eos_token_id)
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 class VLMTrainer(Trainer):
     """A ``Trainer`` for image-text-to-text models.
 
@@ -110,6 +120,7 @@ class VLMTrainer(Trainer):
         was_training = model.training
         model.eval()
         tokenizer = self.generation_collator.tokenizer
+        stop_ids = stop_token_ids(model, tokenizer)
         answers = []
         try:
             for batch in tqdm(loader, desc="Generating", disable=not self.is_local_process_zero(), leave=False):
@@ -122,7 +133,7 @@ class VLMTrainer(Trainer):
                     num_beams=self.args.generation_num_beams,
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
+                    eos_token_id=stop_ids,
                 )
                 texts = tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
                 # Gathered per batch: gather_for_metrics drops the samples repeated to even out the last batch.
