@@ -1,0 +1,27 @@
+"""Qwen2.5-VL (Qwen/Qwen2.5-VL-3B/7B/32B/72B-Instruct, model type ``qwen2_5_vl``).
+
+Layout (transformers' ``Qwen2_5_VLForConditionalGeneration``): the vision tower is ``model.visual``
+(``Qwen2_5_VisionTransformerPretrainedModel``, windowed attention in most blocks) and the projector, the
+``Qwen2_5_VLPatchMerger`` that folds 2x2 patches into one language-model token, lives *inside* it as
+``model.visual.merger``. Its parameters must count as projector, not vision tower: ``mmft.modeling.component_of``
+matches the longest path first, so naming both is enough.
+
+Nothing else to override: as in Qwen2-VL, the template writes ``<|vision_start|><|image_pad|><|vision_end|>`` per
+image and the processor expands ``<|image_pad|>`` (``processor.image_token``); it also returns
+``mm_token_type_ids``, which the model needs for its multimodal RoPE positions. Several images per sample and
+text-only samples work, also mixed in one batch.
+"""
+
+from . import Family, register
+
+QWEN2_5_VL = register(
+    Family(
+        name="qwen2-5-vl",
+        model_types=("qwen2_5_vl",),
+        processor_classes=("Qwen2_5_VLProcessor",),
+        vision_tower=("model.visual",),
+        projector=("model.visual.merger",),
+        language_model=("model.language_model",),
+        lm_head=("lm_head",),
+    )
+)

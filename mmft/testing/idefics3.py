@@ -1,0 +1,130 @@
+"""Tiny Idefics3: a SigLIP-style vision tower, a pixel-shuffle connector and a Llama text model.
+
+Built with the real ``Idefics3ForConditionalGeneration`` / ``Idefics3Processor`` / ``Idefics3ImageProcessor``.
+Sizes: each tile is 32x32 in 8x8 patches (16 patches), pixel-shuffled by ``scale_factor=2`` into 4 image tokens
+(``image_seq_len=4``). Images are first resized to a longest edge of 64 and split into 32x32 tiles plus a global
+image, so the test images (64x48, 40x56) become 2x2 tiles + 1 global = 20 image tokens each, wrapped in
+``<fake_token_around_image>`` / ``<row_i_col_j>`` / ``<global-img>`` as the real processor does. Vision width 32,
+text width 64 (2 layers, 4 heads, 2 kv heads).
+
+The chat template is Idefics3-8B-Llama3's (``<|begin_of_text|>User:<image>question<end_of_utterance>\\nAssistant:
+answer<end_of_utterance>\\n``), extended to also take string content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import TinyFixture
+from .tokenizer import train_tokenizer
+
+# Idefics3-8B-Llama3's template, plus `content is string` support (the real one indexes content[0]['type']).
+CHAT_TEMPLATE = (
+    "<|begin_of_text|>{% for message in messages %}"
+    "{{ message['role'] | capitalize }}"
+    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
+    "{% else %}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}"
+    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+# The tile grid tokens the processor writes (it looks up rows/cols 1..6).
+ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>", "<|end_of_text|>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
+    *ROW_COL_TOKENS,
+]
+
+TILE = 32  # max_image_size: the vision encoder's input side
+PATCH = 8
+SCALE_FACTOR = 2
+IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
+
+
+def build(out_dir) -> None:
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        LlamaConfig,
+    )
+    from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
+
+    out_dir = Path(out_dir)
+    tokenizer = train_tokenizer(
+        700,
+        chat_template=CHAT_TEMPLATE,
+        special_tokens=SPECIAL_TOKENS,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+        pad_token="<pad>",
+        extra_special_tokens={
+            "image_token": "<image>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 2 * TILE},  # longest edge 64 -> a 2x2 tile grid (+ the global image)
+        max_image_size={"longest_edge": TILE},
+        do_image_splitting=True,
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=CHAT_TEMPLATE
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    vision_config = Idefics3VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=TILE,
+        patch_size=PATCH,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = Idefics3Config(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=ids("<image>"),
+        scale_factor=SCALE_FACTOR,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = Idefics3ForConditionalGeneration(config)
+    # Turns end with <end_of_utterance> (the chat template's), so generation must stop there as well as at EOS.
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids("<end_of_utterance>"), tokenizer.eos_token_id],
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+FIXTURE = TinyFixture(name="idefics3", build=build, end_of_turn="<end_of_utterance>")

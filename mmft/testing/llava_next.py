@@ -1,0 +1,134 @@
+"""Tiny LLaVA-NeXT (1.6): CLIP vision tower, MLP projector, learned ``image_newline``, Mistral language model.
+
+What makes the family: *anyres* tiling. Each image is resized to the base resolution (one global view) and also
+cut into tiles on the best-fitting grid of ``image_grid_pinpoints``; the processor needs ``image_sizes`` to know the
+grid and expands every ``<image>`` into base + unpadded-tile features + one newline feature per tile row.
+
+Sizes, for a 2-core CPU: 32x32 base images in 8x8 patches (16 patches + CLIP's CLS, dropped by the ``default``
+feature strategy) and pinpoints ``[[32, 32], [32, 64], [64, 32]]``, so an image has at most three 32x32 views and
+expands into 16-60 image tokens (a 64x48 image: 16 base + 4x6 unpadded + 4 newlines = 44). Vision width 32 (2 layers),
+text width 64 (2 layers, 4 heads, 2 kv heads).
+
+The chat template is the layout of ``llava-hf/llava-v1.6-mistral-7b-hf`` (``[INST] <image>\\n... [/INST] answer</s>``,
+all images of a turn first, then its text), extended to string content; the Hub copy writes ``<\\s>`` by mistake in
+some revisions, here it is the real ``</s>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import TinyFixture
+from .tokenizer import train_tokenizer
+
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+PINPOINTS = [[32, 32], [32, 64], [64, 32]]
+
+# llava-v1.6-mistral's template (images first, then text; the assistant turn is " answer</s> "), plus string content.
+# It has no generation prompt: "[/INST]" already hands the turn to the assistant.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{% set texts = [message['content']] %}{% set n_images = 0 %}"
+    "{% else %}"
+    "{% set texts = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | list %}"
+    "{% set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length %}"
+    "{% endif %}"
+    "{% if message['role'] == 'system' %}{{ '<<SYS>>\\n' + texts | join('') + '\\n<</SYS>>\\n\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '[INST] ' }}{{ '<image>\\n' * n_images }}{{ texts | join('') }}"
+    "{{ ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + texts | join('') + '</s> ' }}"
+    "{% else %}{{ raise_exception('Only system, user and assistant roles are supported!') }}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+
+
+def build(out_dir) -> None:
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
+
+    out_dir = Path(out_dir)
+    tokenizer = train_tokenizer(
+        640,
+        chat_template=CHAT_TEMPLATE,
+        special_tokens=["<s>", "</s>", "<unk>", "[INST]", "[/INST]"],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=PINPOINTS,
+        do_center_crop=True,
+        do_pad=True,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",  # drop CLIP's CLS token, as the real checkpoints do
+        num_additional_image_tokens=1,  # the CLS token
+        chat_template=CHAT_TEMPLATE,
+        image_token="<image>",
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=32,
+    )
+    text_config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        sliding_window=None,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlavaNextForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+FIXTURE = TinyFixture(name="llava-next", build=build, end_of_turn="</s>")

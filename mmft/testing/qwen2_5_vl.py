@@ -1,0 +1,153 @@
+"""Tiny Qwen2.5-VL: Qwen2-VL's layout with a SwiGLU/RMSNorm ViT that attends within windows in most blocks and
+globally in a few (``fullatt_block_indexes``), a patch merger (2x2 patches -> one token) as projector, and a
+Qwen2 text model with multimodal RoPE (``mrope_section``).
+
+Built with the real classes: ``Qwen2_5_VLForConditionalGeneration``, ``Qwen2_5_VLProcessor`` with the image
+processor ``Qwen2VLImageProcessorPil`` (saved as ``Qwen2VLImageProcessor``, which the real checkpoints use too;
+``AutoProcessor`` gives whichever backend is installed) and ``Qwen2VLVideoProcessor`` (required; videos unused).
+
+Sizes: patches of 8 pixels (real: 14), merged 2x2, so images are resized to multiples of 16 pixels and give
+(h/16)*(w/16) tokens, 4 to 16 with ``min_pixels``/``max_pixels`` of 32x32 / 64x64 (64x48 -> 12 tokens, 40x56 -> 8).
+
+Windowed attention: ``window_size`` is in pixels and must be a multiple of patch_size * merge_size (16 here):
+the vision tower groups merged tokens into windows of ``window_size // merge_size // patch_size`` tokens a side
+(real: 112 // 2 // 14 = 4; here 32 // 2 // 8 = 2, so a 3x4-token image has 4 windows and the windows really
+split the image). With 2 vision blocks, block 1 attends globally (real: blocks 7, 15, 23, 31 of 32, the last one
+included), block 0 within windows.
+
+Vision width 32 (2 heads), text: 2 layers of width 64, 4 heads (2 KV heads) of head_dim 16, so ``mrope_section``
+is [2, 3, 3] (sums to head_dim / 2; real: [16, 24, 24] for head_dim 128).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import TinyFixture
+from .tokenizer import train_tokenizer
+
+# The chat template of Qwen/Qwen2.5-VL-*-Instruct (chat_template.json; the same as Qwen2-VL's), verbatim apart from
+# line breaks: ChatML turns, a default system prompt when there is none, <|vision_start|><|image_pad|><|vision_end|>
+# per image, the processor expanding <|image_pad|> into one token per merged 2x2 patch.
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+PATCH_SIZE = 8
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+WINDOW_SIZE = 32  # pixels: 2x2 merged tokens per window
+VISION_DEPTH = 2
+FULLATT_BLOCK_INDEXES = [1]
+MIN_PIXELS = 32 * 32
+MAX_PIXELS = 64 * 64
+TEXT_HIDDEN = 64
+TEXT_HEADS = 4
+TEXT_KV_HEADS = 2
+HEAD_DIM = TEXT_HIDDEN // TEXT_HEADS
+MROPE_SECTION = [2, 3, 3]  # sums to HEAD_DIM // 2
+VISION_WIDTH = 32
+
+
+def build(out_dir) -> None:
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    assert sum(MROPE_SECTION) == HEAD_DIM // 2
+    assert WINDOW_SIZE % (PATCH_SIZE * MERGE_SIZE) == 0 and WINDOW_SIZE >= PATCH_SIZE * MERGE_SIZE
+    assert all(0 <= i < VISION_DEPTH for i in FULLATT_BLOCK_INDEXES)
+    out_dir = Path(out_dir)
+    # Real Qwen2.5-VL-Instruct: eos <|im_end|> (the turn end), pad <|endoftext|>, no BOS.
+    tokenizer = train_tokenizer(
+        640,
+        chat_template=CHAT_TEMPLATE,
+        special_tokens=SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+    pixels = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE, "merge_size": MERGE_SIZE}
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **pixels)
+    video_processor = Qwen2VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **pixels)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        vision_config={
+            "depth": VISION_DEPTH,
+            "hidden_size": VISION_WIDTH,
+            "intermediate_size": VISION_WIDTH * 2,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,  # the merger's output width: the text model's
+            "patch_size": PATCH_SIZE,
+            "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+            "spatial_merge_size": MERGE_SIZE,
+            "window_size": WINDOW_SIZE,
+            "fullatt_block_indexes": FULLATT_BLOCK_INDEXES,
+        },
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": TEXT_HIDDEN,
+            "intermediate_size": TEXT_HIDDEN * 2,
+            "num_hidden_layers": 2,
+            "num_attention_heads": TEXT_HEADS,
+            "num_key_value_heads": TEXT_KV_HEADS,
+            "max_position_embeddings": 1024,
+            "max_window_layers": 2,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": MROPE_SECTION},
+            "bos_token_id": None,
+            "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": ids("<|endoftext|>"),
+        },
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    # As Qwen2.5-VL-Instruct's generation_config.json: stop at <|im_end|> or <|endoftext|>, pad with <|endoftext|>.
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")],
+        pad_token_id=ids("<|endoftext|>"),
+        bos_token_id=None,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+FIXTURE = TinyFixture(name="qwen2-5-vl", build=build, end_of_turn="<|im_end|>")

@@ -1,0 +1,191 @@
+"""Tiny Qwen3-VL: a ViT with learned (interpolated) position embeddings plus 2D rotary attention, a patch merger
+(2x2 patches -> one token) as projector, *DeepStack* mergers that project intermediate vision layers into the
+first text layers, and a Qwen3 text model with interleaved multimodal RoPE (``mrope_section``).
+
+Built with the real classes: ``Qwen3VLForConditionalGeneration``, ``Qwen3VLProcessor`` with the image processor
+``Qwen2VLImageProcessorPil`` (saved as ``Qwen2VLImageProcessor``, which the real checkpoints use too, with
+mean/std 0.5; ``AutoProcessor`` gives whichever backend is installed) and ``Qwen3VLVideoProcessor`` (required;
+videos unused).
+
+Sizes: patches of 8 pixels (real: 16), merged 2x2, so images are resized to multiples of 16 pixels and give
+(h/16)*(w/16) tokens, 4 to 16 with ``min_pixels``/``max_pixels`` of 32x32 / 64x64 (64x48 -> 12 tokens, 40x56 -> 8).
+The learned position table is 8x8 (``num_position_embeddings`` 64; real 48x48), bilinearly resampled to each
+image's patch grid.
+
+Vision: 3 blocks of width 32 (2 heads); DeepStack taps blocks 0 and 1 (real: 8, 16, 24 of 27) and adds them to the
+image positions of text layers 0 and 1, so there must be at least as many text layers as taps. Text: 2 layers of
+width 64, 4 heads (2 KV heads) of head_dim 16 with q/k norms; ``mrope_section`` [4, 2, 2] sums to head_dim / 2 = 8
+in the real model's proportions ([24, 20, 20] for head_dim 128: temporal gets the most, height and width equal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import TinyFixture
+from .tokenizer import train_tokenizer
+
+# The chat template of Qwen/Qwen3-VL-*-Instruct (chat_template.json), with the tool-calling parts (tools in the
+# system turn, assistant tool_calls, tool-role turns) left out: ChatML turns, no default system prompt, each image
+# as <|vision_start|><|image_pad|><|vision_end|>, where the processor expands <|image_pad|> into one token per
+# merged 2x2 patch; system and assistant turns keep only their text items.
+CHAT_TEMPLATE = """{%- if messages[0].role == 'system' %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0].content is string %}
+        {{- messages[0].content }}
+    {%- else %}
+        {%- for content in messages[0].content %}
+            {%- if 'text' in content %}
+                {{- content.text }}
+            {%- endif %}
+        {%- endfor %}
+    {%- endif %}
+    {{- '<|im_end|>\\n' }}
+{%- endif %}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- for message in messages %}
+    {%- if message.role == "user" %}
+        {{- '<|im_start|>' + message.role + '\\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content_item in message.content %}
+                {%- if 'text' in content_item %}
+                    {{- content_item.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+
+SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+PATCH_SIZE = 8
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+MIN_PIXELS = 32 * 32
+MAX_PIXELS = 64 * 64
+VISION_WIDTH = 32
+VISION_DEPTH = 3
+DEEPSTACK_VISUAL_INDEXES = [0, 1]
+NUM_POSITION_EMBEDDINGS = 8 * 8
+TEXT_HIDDEN = 64
+TEXT_LAYERS = 2
+TEXT_HEADS = 4
+TEXT_KV_HEADS = 2
+HEAD_DIM = 16
+MROPE_SECTION = [4, 2, 2]  # sums to HEAD_DIM // 2
+
+
+def build(out_dir) -> None:
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    assert sum(MROPE_SECTION) == HEAD_DIM // 2
+    assert all(0 <= i < VISION_DEPTH for i in DEEPSTACK_VISUAL_INDEXES)
+    assert len(DEEPSTACK_VISUAL_INDEXES) <= TEXT_LAYERS  # tap k feeds text layer k
+    out_dir = Path(out_dir)
+    # Real Qwen3-VL-Instruct: eos <|im_end|> (the turn end), pad <|endoftext|>, no BOS in the template.
+    tokenizer = train_tokenizer(
+        640,
+        chat_template=CHAT_TEMPLATE,
+        special_tokens=SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+    pixels = {
+        "patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE, "merge_size": MERGE_SIZE,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    }
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **pixels)
+    video_processor = Qwen3VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **pixels)
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen3VLConfig(
+        vision_config={
+            "depth": VISION_DEPTH,
+            "hidden_size": VISION_WIDTH,
+            "intermediate_size": VISION_WIDTH * 2,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,  # the mergers' output width: the text model's
+            "patch_size": PATCH_SIZE,
+            "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+            "spatial_merge_size": MERGE_SIZE,
+            "num_position_embeddings": NUM_POSITION_EMBEDDINGS,
+            "deepstack_visual_indexes": DEEPSTACK_VISUAL_INDEXES,
+        },
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": TEXT_HIDDEN,
+            "intermediate_size": TEXT_HIDDEN * 2,
+            "num_hidden_layers": TEXT_LAYERS,
+            "num_attention_heads": TEXT_HEADS,
+            "num_key_value_heads": TEXT_KV_HEADS,
+            "head_dim": HEAD_DIM,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {
+                "rope_type": "default", "rope_theta": 5000000.0,
+                "mrope_section": MROPE_SECTION, "mrope_interleaved": True,
+            },
+            "pad_token_id": ids("<|endoftext|>"),
+        },
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config)
+    # As Qwen3-VL-Instruct's generation_config.json (but greedy): stop at <|im_end|> or <|endoftext|>, pad with
+    # <|endoftext|>.
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")],
+        pad_token_id=ids("<|endoftext|>"),
+        bos_token_id=None,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+FIXTURE = TinyFixture(name="qwen3-vl", build=build, end_of_turn="<|im_end|>")

@@ -1,0 +1,140 @@
+"""Tiny SmolVLM (SmolVLM2 layout): a SigLIP-style vision tower, a pixel-shuffle connector and a Llama text model.
+
+Built with the real ``SmolVLMForConditionalGeneration`` / ``SmolVLMProcessor`` (with its image *and* video
+processors; the processor cannot be built without the latter). Sizes: each tile is 32x32 in 4x4 patches (64 patches),
+pixel-shuffled by ``scale_factor=4`` (as SmolVLM-256M/500M do) into 4 image tokens (``image_seq_len=4``). Images are
+resized to a longest edge of 64 and split into 32x32 tiles plus a global image: the test images become 2x2 tiles +
+1 global = 20 image tokens each. Vision width 32, text width 64 (2 layers, 4 heads, 2 kv heads).
+
+Tokenizer roles follow SmolVLM2's: BOS ``<|im_start|>``, EOS ``<end_of_utterance>``, pad ``<|im_end|>``; the
+processor reads its image/wrapper tokens from the tokenizer's named special tokens. The chat template is the one
+``processing_smolvlm.py`` ships as ``DEFAULT_CHAT_TEMPLATE`` (``<|im_start|>User:<image>question<end_of_utterance>
+\\nAssistant: answer<end_of_utterance>\\n``), extended to also take string content.
+
+``SmolVLMProcessor`` needs the ``num2words`` package (it spells out video frame counts) even for images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import TinyFixture
+from .tokenizer import train_tokenizer
+
+# processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's), plus `content is string` support.
+CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}"
+    "{{ message['role'] | capitalize }}"
+    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
+    "{% else %}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}"
+    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}"
+    "{% elif line['type'] == 'video' %}{{ '<video>' }}{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+SPECIAL_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>", "<video>", *ROW_COL_TOKENS]
+
+TILE = 32
+PATCH = 4
+SCALE_FACTOR = 4
+IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
+
+
+def build(out_dir) -> None:
+    import torch
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
+    from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
+
+    out_dir = Path(out_dir)
+    tokenizer = train_tokenizer(
+        700,
+        chat_template=CHAT_TEMPLATE,
+        special_tokens=SPECIAL_TOKENS,
+        bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        pad_token="<|im_end|>",
+        extra_special_tokens={
+            "image_token": "<image>",
+            "video_token": "<video>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    image_processor = SmolVLMImageProcessor(
+        size={"longest_edge": 2 * TILE},  # longest edge 64 -> a 2x2 tile grid (+ the global image)
+        max_image_size={"longest_edge": TILE},
+        do_image_splitting=True,
+    )
+    video_processor = SmolVLMVideoProcessor(
+        size={"longest_edge": TILE},
+        max_image_size={"longest_edge": TILE},
+        video_sampling={"fps": 1, "max_frames": 4, "video_size": {"longest_edge": TILE}},
+    )
+    processor = SmolVLMProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        image_seq_len=IMAGE_SEQ_LEN,
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    vision_config = SmolVLMVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=TILE,
+        patch_size=PATCH,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = SmolVLMConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=ids("<image>"),
+        scale_factor=SCALE_FACTOR,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = SmolVLMForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,  # <end_of_utterance>: the template's end of turn
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=32,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+FIXTURE = TinyFixture(name="smolvlm", build=build, end_of_turn="<end_of_utterance>")
