@@ -154,6 +154,12 @@ class VLMTrainingArguments(TrainingArguments):
         default=32, metadata={"help": "Maximum new tokens generated per evaluation answer."}
     )
     generation_num_beams: int = field(default=1, metadata={"help": "Beams for evaluation generation (1 = greedy)."})
+    stop_on_nonfinite: bool = field(
+        default=True,
+        metadata={"help": "Stop training, before the optimizer step, when the loss or gradient norm is NaN or "
+                          "infinite, with a message naming the step; the last complete checkpoint stays intact. "
+                          "Costs one host sync per optimizer step."},
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept false: the collator needs the whole record (images and messages)."},

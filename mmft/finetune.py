@@ -14,6 +14,9 @@ import logging
 import sys
 from dataclasses import fields
 
+from transformers import set_seed
+
+from .checkpoints import resolve_resume_checkpoint
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
 from .families import Family, UnsupportedRecordError, family_for
@@ -103,6 +106,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     """Load processor and model, decide what trains, and wire everything into a ``VLMTrainer``."""
     if model_args.model_name_or_path is None:
         raise ValueError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")
+    # Seed before the model exists: LoRA's initialisation draws from the global RNG, and a run must be reproducible
+    # from its arguments alone (the notebook path too, not only the recipe).
+    set_seed(training_args.seed)
     processor = load_processor(model_args)
     model = load_model(model_args)
     family = family_for(model)
@@ -145,7 +151,9 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
     results = {}
     if training_args.eval_before_train and evaluation is not None:
         results.update(trainer.evaluate(metric_key_prefix="eval_before_train"))
-    train_result = trainer.train()
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
+                                           is_main_process=trainer.is_world_process_zero())
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     results.update(train_result.metrics)
     if evaluation is not None:

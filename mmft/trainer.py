@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import sys
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from .checkpoints import last_complete_checkpoint, mark_complete
 from .collator import NUM_DROPPED_KEY
 from .metrics import load_metric
 from .records import first_user_text, reference_answers
@@ -25,6 +29,16 @@ from .records import first_user_text, reference_answers
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "eval_predictions.jsonl"
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    """Peak accelerator memory of this process (GPU), or its peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 class _Indexed(Dataset):
@@ -50,6 +64,10 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; training stopped before the optimizer step."""
+
+
 class VLMTrainer(Trainer):
     """A ``Trainer`` for image-text-to-text models.
 
@@ -62,6 +80,9 @@ class VLMTrainer(Trainer):
         self.generation_collator = generation_collator
         self.num_dropped = 0
         self._generation_dataset = None
+        self._last_loss = None  # detached: read (synchronising) only when reporting a non-finite step
+        self._nonfinite_loss = None  # any micro-batch of the current optimizer step had a non-finite loss
+        self._tokens_trained = None  # non-pad tokens this process trained on (a tensor: no sync per step)
 
     # ---- training ---------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -76,8 +97,89 @@ class VLMTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else None
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if tokens is not None:
+            self._tokens_trained = tokens if self._tokens_trained is None else self._tokens_trained + tokens
+        if self.args.stop_on_nonfinite:
+            bad = ~torch.isfinite(loss)
+            self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
+            self._last_loss = loss
+        return loss
+
+    # ---- the non-finite guard ------------------------------------------------------------------------
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Called once per optimizer step, after backward and before ``optimizer.step()``: the place to stop before a
+        # NaN reaches the weights. The gradient norm is computed here anyway (transformers logs it); checking it
+        # costs one host sync per optimizer step. After DDP's all-reduce every process sees the same norm, so all
+        # stop together; a non-finite loss on one process is shared with a one-element all-reduce.
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        if self.args.stop_on_nonfinite:
+            self._stop_if_nonfinite(grad_norm)
+        return grad_norm
+
+    def _stop_if_nonfinite(self, grad_norm):
+        bad_loss = self._nonfinite_loss
+        self._nonfinite_loss = None
+        flag = bad_loss.float().reshape(1) if bad_loss is not None else torch.zeros(1, device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag.to(self.accelerator.device), reduction="sum")
+        norm = float(grad_norm) if grad_norm is not None else 0.0
+        if flag.item() == 0 and math.isfinite(norm):
+            return
+        loss = self._last_loss.item() if self._last_loss is not None else float("nan")
+        last = last_complete_checkpoint(self.args.output_dir, set_aside_incomplete=False)
+        kept = f"The last complete checkpoint, {last}, is intact." if last else "No checkpoint had been saved yet."
+        raise NonFiniteTrainingError(
+            f"Non-finite training at step {self.state.global_step + 1}: loss={loss}, grad_norm={norm} (loss "
+            f"non-finite on {int(flag.item())} process(es)). Training stopped before this optimizer step, so no NaN "
+            f"reached the weights. {kept} Usual causes: a learning rate too high, fp16 overflow (prefer bf16), or a "
+            "broken sample in this step's batch. Pass --stop_on_nonfinite false to train on regardless."
+        )
+
+    # ---- checkpoints count only once complete -----------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        # Rotation (deleting old checkpoints) is deferred until the new one is marked complete: a kill in between
+        # must never leave the run with no complete checkpoint (with save_total_limit=1 it otherwise would).
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every process has written its part (shards, RNG state)
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            mark_complete(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"),
+                          self.state.global_step)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
+    # ---- the run summary ----------------------------------------------------------------------------------
+    def _throughput_and_memory(self, metrics: dict) -> dict:
+        tokens = self._tokens_trained if self._tokens_trained is not None else torch.zeros((), dtype=torch.long)
+        tokens = tokens.to(self.accelerator.device).reshape(1)
+        if self.accelerator.num_processes > 1:
+            tokens = self.accelerator.reduce(tokens, reduction="sum")
+        runtime = metrics.get("train_runtime") or float("nan")
+        summary = {"train_tokens_per_second": round(tokens.item() / runtime, 2) if runtime else float("nan")}
+        peak = torch.tensor([_peak_memory_gib(self.accelerator.device)], device=self.accelerator.device)
+        per_process = self.accelerator.gather(peak).tolist() if self.accelerator.num_processes > 1 else peak.tolist()
+        summary["train_peak_memory_gib"] = round(max(per_process), 3)
+        if self.is_world_process_zero():
+            where = "GPU" if self.accelerator.device.type == "cuda" else "RAM (peak RSS)"
+            logger.info(
+                "Trained in %.1f s: %.2f samples/s, %.1f tokens/s (non-pad); peak %s per process: %s GiB",
+                runtime, metrics.get("train_samples_per_second", float("nan")), summary["train_tokens_per_second"],
+                where, ", ".join(f"{gib:.2f}" for gib in per_process),
+            )
+        return summary
+
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
+        output.metrics.update(self._throughput_and_memory(output.metrics))
         if self.data_collator is not None and getattr(self.data_collator, "overlength_policy", None) == "drop":
             logger.warning(
                 "Dropped %d training samples longer than max_length=%s (overlength_policy=drop).",

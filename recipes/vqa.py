@@ -8,6 +8,9 @@ Usage:
     accelerate launch recipes/vqa.py --model_name_or_path HuggingFaceTB/SmolVLM-256M-Instruct \\
         --dataset_name data/train.jsonl --eval_dataset_name data/val.jsonl --output_dir outputs/my-vqa
 
+    # After a preemption, the same command plus --resume_from_checkpoint true continues from the newest complete
+    # checkpoint (model or adapter, optimizer, scheduler, RNG and data position), or starts fresh if there is none.
+
     # A full configuration, with any flag overridden:
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/vqa.py \\
         --config recipes/configs/vqa/<model>_<dataset>_<method>.yaml --learning_rate 1e-4
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from mmft.checkpoints import resolve_resume_checkpoint
 from mmft.config import parse_args
 from mmft.finetune import build_trainer, load_datasets, setup_logging
 
@@ -43,7 +47,10 @@ def main(argv=None):
         before = trainer.evaluate(metric_key_prefix="eval_before_train")
         trainer.save_metrics("eval_before_train", before)
 
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # --resume_from_checkpoint true: the newest *complete* checkpoint (a run killed mid-save resumes from the last).
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
+                                           is_main_process=trainer.is_world_process_zero())
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # the adapter (LoRA) or the full model, plus the processor
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
