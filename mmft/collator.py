@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 OVERLENGTH_POLICIES = ("error", "drop")
 
+KEEPALIVE_ID = "mmft-vision-keepalive"  # the unsupervised blank-image sample of ``keep_vision_active``
 NUM_DROPPED_KEY = "mmft_num_dropped"  # popped by VLMTrainer before the forward pass
 
 
@@ -147,6 +148,12 @@ class VLMCollator:
         allow_remote_images: let image refs be http(s) URLs.
         pad_to_multiple_of: round the padded length up (e.g. 8 or 64 for tensor cores).
         family: the model family's hooks (``mmft.families``); default: found from the processor's class.
+        keep_vision_active: in training, give a batch without any image one extra, fully unsupervised sample holding
+            a blank image, so the vision tower and projector run on every process at every step. Needed when
+            processes train in lockstep over those parameters: under ZeRO-3 / FSDP a process that skips the vision
+            tower never joins its parameter all-gathers and the others hang; under DDP a trainable projector left
+            unused on one process breaks the gradient reduction. The extra sample has no labels, so the loss and
+            its normalisation are unchanged. ``build_trainer`` turns it on when training on several processes.
     """
 
     processor: Any
@@ -159,6 +166,7 @@ class VLMCollator:
     allow_remote_images: bool = False
     pad_to_multiple_of: int | None = None
     family: Family | None = None
+    keep_vision_active: bool = False
     _placeholder_ids: set[int] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -235,6 +243,9 @@ class VLMCollator:
         return self.processor(text=texts, images=images if any(images) else None, **kwargs)
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        keepalive = self.keep_vision_active and self.mode == "train" and not any(r["images"] for r in records)
+        if keepalive:
+            records = [*records, self._vision_keepalive_record()]
         prepared = [self.prepare(record) for record in records]
         batch = self.process(prepared)
         lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -261,12 +272,27 @@ class VLMCollator:
             for row, (record, (text, _, spans), n) in enumerate(zip(records, prepared, lengths)):
                 ids = batch["input_ids"][row, :n].tolist()  # right padding: the real tokens come first
                 labels[row, :n] = torch.tensor(self.labels_for(record["id"], text, spans, ids))
+            if keepalive and records and records[-1]["id"] == KEEPALIVE_ID:
+                labels[-1] = IGNORE_INDEX  # runs the vision tower, teaches nothing
             batch["labels"] = labels
             if self.overlength_policy == "drop":
                 batch[NUM_DROPPED_KEY] = torch.tensor(len(over))
         else:
             batch["ids"] = [record["id"] for record in records]
         return self.family.finalize_batch(batch, self.mode)
+
+    @staticmethod
+    def _vision_keepalive_record() -> dict:
+        from PIL import Image
+
+        return {
+            "id": KEEPALIVE_ID,
+            "images": [Image.new("RGB", (32, 32))],
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "."}]},
+            ],
+        }
 
     def empty_batch(self) -> dict[str, torch.Tensor]:
         empty = torch.zeros((0, 0), dtype=torch.long)

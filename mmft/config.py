@@ -165,6 +165,29 @@ class VLMTrainingArguments(TrainingArguments):
         metadata={"help": "Kept false: the collator needs the whole record (images and messages)."},
     )
 
+    def __post_init__(self):
+        # Launched on several processes (torchrun / accelerate launch) on a machine without an accelerator,
+        # Accelerate only goes distributed (gloo) when told the run is on the CPU; otherwise every process silently
+        # trains alone on all the data and writes the outputs. Tell it.
+        if _launched_world_size() > 1 and not self.use_cpu and not _accelerator_available():
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def _launched_world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _accelerator_available() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return accelerator.is_available()
+    return torch.cuda.is_available()
+
 
 CONFIG_FLAG = "--config"
 

@@ -118,6 +118,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     if training_args.should_log:
         log_parameter_report(model, print_fn=logger.info)
     train_collator, generation_collator = build_collators(processor, data_args, family)
+    # Several processes train in lockstep: a text-only batch on one of them must still run the vision tower and
+    # projector (sharded parameters under ZeRO-3/FSDP, gradient reduction under DDP). Costs one small extra sample,
+    # only in batches that hold no image at all.
+    train_collator.keep_vision_active = training_args.world_size > 1
     return VLMTrainer(
         model=model,
         args=training_args,

@@ -270,3 +270,39 @@ def test_text_only_records_mix_with_image_records(name, model_dir):
     assert [len(r) for r in runs] == [1, 1]
     loss = model(**_model_inputs(batch)).loss
     assert torch.isfinite(loss)
+
+
+def test_text_only_batch_still_runs_the_vision_tower_when_asked(name, model_dir):
+    """``keep_vision_active`` (on under several processes): a batch with no image gets one unsupervised blank-image
+    sample, so every process runs the vision tower each step (ZeRO-3/FSDP all-gathers, DDP reduction); the loss is
+    unchanged."""
+    processor = _processor(model_dir)
+    model = _model(model_dir)
+    family = family_for(model)
+    if not family.text_only:
+        pytest.skip(f"{name} refuses text-only records, so its batches always hold an image")
+    records = [_qa_record(f"text-{i}", QUESTIONS[i], ANSWERS[i], None) for i in range(2)]
+    plain = VLMCollator(processor, family=family)(records)
+    kept = VLMCollator(processor, family=family, keep_vision_active=True)(records)
+    assert plain["input_ids"].shape[0] == 2 and kept["input_ids"].shape[0] == 3
+    assert (kept["labels"][2] == IGNORE_INDEX).all()
+    vision = model.get_submodule(component_paths(model, family)["vision tower"])
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+
+    def vision_parameters_reached(batch) -> set[str]:
+        model.zero_grad(set_to_none=True)
+        loss = model(**_model_inputs(batch)).loss
+        loss.backward()
+        return {n for n, p in vision.named_parameters() if p.grad is not None}
+
+    # The vision parameters an image batch reaches (some families never use a last norm or a pooling head).
+    with_image = VLMCollator(processor, family=family)([_qa_record("img", QUESTIONS[0], ANSWERS[0], _image(41))])
+    used = vision_parameters_reached(with_image)
+    assert used
+    assert vision_parameters_reached(plain) == set()
+    assert vision_parameters_reached(kept) == used, "the vision tower did not run on the text-only batch"
+    loss = model(**_model_inputs(kept)).loss
+    with torch.no_grad():
+        expected = model(**_model_inputs(plain)).loss
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-5)

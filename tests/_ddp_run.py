@@ -1,0 +1,73 @@
+"""One rank of a multi-process run of recipes/vqa.py, recording what the tests need to check, outside the run's
+own output folder:
+
+- ``RECORD_DIR/rank<r>.json``: the record ids this rank's training collator received, a digest of every model
+  weight at the end, and every file this process opened for writing under ``--output_dir`` (seen by a Python audit
+  hook, so writes made from Python: JSON, ``torch.save``, the model card...).
+
+    torchrun --nproc_per_node 2 tests/_ddp_run.py RECORD_DIR <recipe flags...>
+"""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import vqa  # noqa: E402  (recipes/vqa.py)
+
+import mmft.finetune  # noqa: E402
+
+record_dir = Path(sys.argv[1])
+argv = sys.argv[2:]
+output_dir = Path(argv[argv.index("--output_dir") + 1]).resolve()
+rank = int(os.environ.get("RANK", "0"))
+seen_ids: list[str] = []
+writes: list[str] = []
+
+
+def audit(event, args):
+    if event == "open" and args[0] is not None and not isinstance(args[0], int):
+        mode = args[1] if isinstance(args[1], str) else ""
+        flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+        writing = any(c in mode for c in "wax+") or bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        path = Path(os.fsdecode(args[0])).resolve()
+        if writing and (path == output_dir or output_dir in path.parents):
+            writes.append(str(path.relative_to(output_dir)))
+
+
+sys.addaudithook(audit)
+
+build_collators = mmft.finetune.build_collators
+
+
+def recording_collators(*args, **kwargs):
+    train, generate = build_collators(*args, **kwargs)
+    call = train.__call__
+
+    class Recording(type(train)):
+        def __call__(self, records):
+            seen_ids.extend(r["id"] for r in records)
+            return call(records)
+
+    train.__class__ = Recording
+    return train, generate
+
+
+mmft.finetune.build_collators = recording_collators
+trainer = vqa.main(argv)
+
+digest = hashlib.sha256()
+for name, parameter in sorted(trainer.model.named_parameters()):
+    digest.update(name.encode())
+    digest.update(parameter.detach().to(torch.float32).contiguous().numpy().tobytes())
+record_dir.mkdir(parents=True, exist_ok=True)
+(record_dir / f"rank{rank}.json").write_text(json.dumps({
+    "seen_ids": seen_ids, "weights": digest.hexdigest(), "writes": sorted(set(writes)),
+    "world_size": int(os.environ.get("WORLD_SIZE", "1")), "global_step": trainer.state.global_step,
+}))
