@@ -138,7 +138,8 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
 
     Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
     (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Returns the
-    training and evaluation metrics; the trained model is saved to ``output_dir``.
+    training and evaluation metrics; the trained model and its model card (``README.md``) are saved to
+    ``output_dir``, and pushed to the Hub with ``push_to_hub=True`` (``hub_model_id=...``).
     """
     groups = {}
     for cls in (ModelArguments, DataArguments, VLMTrainingArguments):
@@ -158,9 +159,15 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
     checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
                                            is_main_process=trainer.is_world_process_zero())
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()
+    trainer.describe_run(model_args, data_args, metrics=results)  # the names as given, for the model card
+    trainer.save_model()  # with --push_to_hub, transformers also pushes here ("Model save")
     results.update(train_result.metrics)
     if evaluation is not None:
         results.update(trainer.evaluate())
+    # README.md (base model, data, settings, the metrics above, usage), written and pushed by the main process only.
+    trainer.describe_run(metrics=results)
+    trainer.create_model_card()
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
     results["trainer"] = trainer
     return results

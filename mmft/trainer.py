@@ -23,6 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .checkpoints import last_complete_checkpoint, mark_complete
 from .collator import NUM_DROPPED_KEY
+from .hub import protect_hub_token, save_generation_config, write_model_card
 from .metrics import load_metric
 from .records import first_user_text, reference_answers
 
@@ -83,6 +84,8 @@ class VLMTrainer(Trainer):
         self._last_loss = None  # detached: read (synchronising) only when reporting a non-finite step
         self._nonfinite_loss = None  # any micro-batch of the current optimizer step had a non-finite loss
         self._tokens_trained = None  # non-pad tokens this process trained on (a tensor: no sync per step)
+        self._run_description = {}  # what only the caller knows, for the model card (see describe_run)
+        protect_hub_token(self.args)  # a --hub_token must not be pickled into training_args.bin
 
     # ---- training ---------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -187,6 +190,32 @@ class VLMTrainer(Trainer):
             )
             output.metrics["train_dropped_samples"] = self.num_dropped
         return output
+
+    # ---- sharing: mmft's model card instead of transformers' ---------------------------------------------
+    def describe_run(self, model_args=None, data_args=None, metrics: dict | None = None) -> None:
+        """Give the model card what only the caller knows: the arguments as typed (a Hub id rather than the folder
+        it was cached in, ``--lora_target language`` rather than the resolved regex) and the measured metrics
+        (``evaluate``'s results, including ``eval_before_train_*``). Later calls add to earlier ones."""
+        if model_args is not None:
+            self._run_description["model_args"] = model_args
+        if data_args is not None:
+            self._run_description["data_args"] = data_args
+        if metrics:
+            self._run_description["metrics"] = {**self._run_description.get("metrics", {}), **metrics}
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          dataset=None) -> None:
+        """Write mmft's ``README.md`` (see ``mmft.hub``) into the output folder, on the main process only.
+
+        ``Trainer.push_to_hub`` calls this after saving the model and before uploading the folder, so the pushed
+        card is this one. Beside an adapter it also saves the base model's ``generation_config.json``.
+        """
+        if not self.is_world_process_zero():
+            return
+        save_generation_config(self, self.args.output_dir)
+        write_model_card(self.args.output_dir, self, **self._run_description, model_name=model_name,
+                         tags=tags or (), license=license, language=language, finetuned_from=finetuned_from,
+                         datasets=dataset)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):

@@ -11,6 +11,9 @@ Usage:
     # After a preemption, the same command plus --resume_from_checkpoint true continues from the newest complete
     # checkpoint (model or adapter, optimizer, scheduler, RNG and data position), or starts fresh if there is none.
 
+    # Share the result: the same command plus --push_to_hub --hub_model_id <user>/<name> (HF_TOKEN set, or
+    # `hf auth login` done): adapter or model, processor, results and the model card (README.md) are uploaded.
+
     # A full configuration, with any flag overridden:
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/vqa.py \\
         --config recipes/configs/vqa/<model>_<dataset>_<method>.yaml --learning_rate 1e-4
@@ -51,7 +54,8 @@ def main(argv=None):
     checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
                                            is_main_process=trainer.is_world_process_zero())
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()  # the adapter (LoRA) or the full model, plus the processor
+    trainer.describe_run(model_args, data_args, metrics=before)  # the names as given, for the model card
+    trainer.save_model()  # the adapter (LoRA) or the full model, plus the processor (and a push with --push_to_hub)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
@@ -67,8 +71,13 @@ def main(argv=None):
                 start_text = f"{start:.3f} -> " if start is not None else ""
                 if key in metrics:
                     print(f"{name}: {start_text}{metrics[key]:.3f}  ({len(eval_dataset)} held-out records)")
+        trainer.describe_run(metrics=metrics)
+    # README.md: base model, data, settings, the metrics above and how to load the model. With --push_to_hub the
+    # main process uploads the output folder (model, processor and chat template, results, this card) to
+    # --hub_model_id; the token comes from HF_TOKEN or `hf auth login` and is never written anywhere.
+    trainer.create_model_card()
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=data_args.dataset_name)
+        trainer.push_to_hub()
     return trainer
 
 
