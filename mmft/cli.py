@@ -1,5 +1,6 @@
 """The ``mmft`` command. Training runs through the recipes (``accelerate launch recipes/vqa.py``); this
-command holds the utilities around them. Later: ``mmft data check | data show | eval | predict | merge``.
+command holds the utilities around them: ``info``, ``build-tiny-model``, ``shapes`` and ``merge`` (fold a LoRA/DoRA
+adapter into its base model for serving).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def _shapes(args):
         print(f"Wrote {size} {split} records to {path}")
 
 
+def _merge(args):
+    from .merge import MergeError, merge_adapter
+
+    try:
+        merge_adapter(args.adapter_dir, args.out_dir, dtype=args.dtype, base=args.base,
+                      trust_remote_code=args.trust_remote_code)
+    except MergeError as error:
+        sys.exit(f"mmft merge: {error}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmft", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Splits to write (default: train test).")
     shapes.add_argument("--size", type=int, default=None, help="Records per split (default: the demo's sizes).")
     shapes.set_defaults(func=_shapes)
+    merge = commands.add_parser(
+        "merge", help="Merge a LoRA/DoRA adapter into its base model and write a standalone model folder.",
+        description="Merge a LoRA/DoRA adapter into its base model: writes safetensors weights, the processor with "
+                    "its chat template, the generation config and a model card, loadable with plain transformers "
+                    "and servable by vLLM/TGI.")
+    merge.add_argument("adapter_dir", help="Folder with adapter_config.json and adapter_model.safetensors.")
+    merge.add_argument("out_dir", help="Folder to write the merged model to (must not exist, or be empty).")
+    merge.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="Weights dtype of the merged model (default: auto, the base checkpoint's dtype).")
+    merge.add_argument("--base", default=None,
+                       help="Base model (Hub id, local folder or mmft: name); default: base_model_name_or_path "
+                            "from adapter_config.json.")
+    merge.add_argument("--trust_remote_code", action="store_true",
+                       help="Allow code shipped with the base model's repository (off by default).")
+    merge.set_defaults(func=_merge)
     return parser
 
 

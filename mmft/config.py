@@ -73,6 +73,20 @@ class ModelArguments:
                           "(only adapters train), trained in full fine-tuning. 'false' with LoRA trains it fully "
                           "and saves it with the adapter."},
     )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={"help": "QLoRA: load the language model in 4-bit NF4 (bitsandbytes, double quantisation, bf16 "
+                          "compute; fp16 with --dtype float16) and train a LoRA/DoRA adapter over it. The vision "
+                          "tower, projector and LM head stay unquantised. Needs a CUDA GPU and "
+                          "`pip install -e '.[qlora]'`."},
+    )
+
+    def __post_init__(self):
+        if self.load_in_4bit and not self.use_peft:
+            raise ValueError(
+                "--load_in_4bit trains a LoRA adapter over frozen 4-bit weights (QLoRA); 4-bit weights cannot be "
+                "fine-tuned in full. Drop --use_peft false, or drop --load_in_4bit for full fine-tuning."
+            )
 
 
 @dataclass
@@ -172,6 +186,24 @@ class VLMTrainingArguments(TrainingArguments):
         if _launched_world_size() > 1 and not self.use_cpu and not _accelerator_available():
             self.use_cpu = True
         super().__post_init__()
+        self._default_non_reentrant_checkpointing()
+
+    def _default_non_reentrant_checkpointing(self):
+        """``--gradient_checkpointing`` checkpoints non-reentrantly unless the kwargs say otherwise.
+
+        Reentrant checkpointing back-propagates through a block only when one of its inputs requires grad (with
+        frozen embeddings, LoRA weights inside would get no gradient without an input hook) and warns on every
+        frozen block; non-reentrant needs neither. Recent transformers default to it, older 5.x releases and
+        torch's own default may not: state it explicitly.
+        """
+        # Recent transformers renamed gradient_checkpointing* to activation_checkpointing*, keeping the old names
+        # as mirrored aliases; set whichever exist.
+        for flag, kwargs_name in (("activation_checkpointing", "activation_checkpointing_kwargs"),
+                                  ("gradient_checkpointing", "gradient_checkpointing_kwargs")):
+            if getattr(self, flag, None):
+                kwargs = dict(getattr(self, kwargs_name, None) or {})
+                kwargs.setdefault("use_reentrant", False)
+                setattr(self, kwargs_name, kwargs)
 
 
 def _launched_world_size() -> int:

@@ -6,6 +6,10 @@ What trains is decided here and nowhere else:
   from the model's own module tree. Matching bare names like ``q_proj`` would also adapt the vision tower
   of families whose vision encoder uses the same names (CLIP, SigLIP). Everything else is frozen unless
   ``freeze_projector`` is false (the projector then trains fully and is saved with the adapter).
+  ``use_dora`` makes the adapters DoRA (a learned magnitude per output row on top of the LoRA direction).
+- QLoRA (``load_in_4bit``): LoRA over a language model loaded in 4-bit NF4 by bitsandbytes; the vision tower,
+  projector and LM head stay unquantised (they are small, and quantising the vision tower hurts image features).
+  Needs a CUDA GPU and bitsandbytes; without either, ``load_model`` stops before loading anything.
 - Full fine-tuning: every weight trains, except the vision tower (``freeze_vision_tower``, default) and the
   projector when ``freeze_projector`` is true.
 
@@ -14,9 +18,12 @@ The per-component report printed at start makes the decision visible before any 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import re
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -45,6 +52,7 @@ def load_processor(model_args):
 
 
 def load_model(model_args):
+    """The model, as ``AutoModelForImageTextToText`` from safetensors (4-bit NF4 with ``load_in_4bit``)."""
     from transformers import AutoModelForImageTextToText
 
     path = resolve_model_path(model_args.model_name_or_path)
@@ -57,7 +65,128 @@ def load_model(model_args):
         kwargs["dtype"] = "auto"
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
+    if getattr(model_args, "load_in_4bit", False):
+        check_qlora_requirements()  # before any download or allocation: fail in seconds, not deep in bitsandbytes
+        kwargs.update(qlora_load_kwargs(model_args, path))
     return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+
+
+# ---- QLoRA ------------------------------------------------------------------------------------------
+QLORA_INSTALL_HINT = "pip install -e '.[qlora]'"
+
+
+def check_qlora_requirements() -> None:
+    """Raise a clear error, naming what is missing and what to do, unless 4-bit loading can work here.
+
+    bitsandbytes' 4-bit kernels run on CUDA GPUs; on a machine without one, transformers and bitsandbytes fail late
+    and obscurely (a device-map error, a missing native library), so the check happens first.
+    """
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU (torch.cuda.is_available() is False on this machine)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append(f"the bitsandbytes package (not installed: {QLORA_INSTALL_HINT})")
+    if missing:
+        raise RuntimeError(
+            "--load_in_4bit (QLoRA) needs " + " and ".join(missing) + ". Run on a CUDA GPU with bitsandbytes "
+            f"installed ({QLORA_INSTALL_HINT}), or drop --load_in_4bit to train plain LoRA (add --use_dora for DoRA)."
+        )
+
+
+def unquantised_module_paths(config) -> list[str]:
+    """Module paths kept in 16-bit under 4-bit loading: the family's vision tower, projector and LM head.
+
+    The model does not exist yet when the quantisation config is built, so every candidate path of the family is
+    listed; transformers skips any module whose path starts with one of them (candidates that do not exist match
+    nothing).
+    """
+    from .families import family_for
+
+    family = family_for(SimpleNamespace(config=config))
+    return list(dict.fromkeys([*family.vision_tower, *family.projector, *family.lm_head]))
+
+
+def qlora_load_kwargs(model_args, path: str) -> dict:
+    """``from_pretrained`` arguments for QLoRA: NF4 with double quantisation, 16-bit compute, one GPU per process."""
+    from transformers import AutoConfig, BitsAndBytesConfig
+
+    config = AutoConfig.from_pretrained(path, revision=model_args.model_revision,
+                                        trust_remote_code=model_args.trust_remote_code)
+    # bf16 compute is the QLoRA default; fp16 only when asked (GPUs without bf16, e.g. T4/V100).
+    compute_dtype = torch.float16 if model_args.dtype == "float16" else torch.bfloat16
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=True,  # the quantisation constants too: ~0.37 bit/parameter saved (QLoRA paper)
+        llm_int8_skip_modules=unquantised_module_paths(config),
+    )
+    # 4-bit weights cannot move between devices after loading: place the whole model on this process's GPU
+    # (LOCAL_RANK under torchrun / accelerate launch), as data-parallel QLoRA needs.
+    kwargs = {"quantization_config": quantization, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+    if model_args.dtype == "auto":
+        kwargs["dtype"] = compute_dtype  # the unquantised parts, before prepare_model_for_kbit_training upcasts
+    return kwargs
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+# ---- activation (gradient) checkpointing -------------------------------------------------------------
+def _make_output_require_grad(module, inputs, output):
+    output.requires_grad_(True)
+
+
+def _needs_input_grads(module: nn.Module, checkpointed: tuple[type, ...]) -> bool:
+    """Whether reentrant checkpointing inside ``module`` needs its inputs to require grad: some checkpointed layer
+    (any part, for models without transformers' checkpointing layers) holds a trainable parameter."""
+    layers = [m for m in module.modules() if isinstance(m, checkpointed)] if checkpointed else []
+    parts = layers or [module]
+    return any(p.requires_grad for part in parts for p in part.parameters())
+
+
+def input_grads_only_where_training(model: nn.Module) -> None:
+    """Make ``model.enable_input_require_grads`` hook only the sub-models whose checkpointed layers train.
+
+    Enabling activation checkpointing, transformers calls ``enable_input_require_grads``: reentrant checkpointing
+    only back-propagates through a block when one of its *inputs* requires grad, so with frozen token embeddings the
+    LoRA weights inside the blocks would get no gradient. The stock method hooks the input embeddings of *every*
+    sub-model, the frozen vision tower's patch embedding included: the vision tower then builds an autograd graph,
+    keeps (or recomputes) its activations and runs a backward pass whose gradients nobody uses. This replacement
+    skips sub-models whose layers do not train, so a frozen vision tower stays out of the backward pass (also when a
+    projector nested in it trains, like Qwen-VL's merger), while a vision tower that trains (``--lora_target
+    all-linear``, ``--freeze_vision_tower false``) keeps its hook. Decided when called (the Trainer enables
+    checkpointing after LoRA is attached), not when installed.
+    """
+    from transformers import PreTrainedModel
+
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        checkpointed = (GradientCheckpointingLayer,)
+    except ImportError:  # older transformers: fall back to "any trainable parameter in the sub-model"
+        checkpointed = ()
+
+    def enable_input_require_grads():
+        hooks, seen = [], set()
+        for module in model.modules():
+            if not isinstance(module, PreTrainedModel) or not _needs_input_grads(module, checkpointed):
+                continue
+            try:
+                embeddings = module.get_input_embeddings()
+            except (NotImplementedError, AttributeError):
+                continue
+            if embeddings is None or id(embeddings) in seen or not hasattr(embeddings, "register_forward_hook"):
+                continue
+            seen.add(id(embeddings))
+            hooks.append(embeddings.register_forward_hook(_make_output_require_grad))
+        # The attributes transformers' disable_input_require_grads() removes.
+        model._require_grads_hooks = hooks
+        if hooks:
+            model._require_grads_hook = hooks[0]
+
+    model.enable_input_require_grads = enable_input_require_grads
 
 
 # ---- parts ------------------------------------------------------------------------------------------
@@ -173,11 +302,18 @@ def prepare_model_for_training(model: nn.Module, model_args) -> nn.Module:
     family = family_for(model)
     paths = component_paths(model, family)
     freeze_projector = model_args.freeze_projector
+    input_grads_only_where_training(model)
     if model_args.use_peft:
         from peft import LoraConfig, get_peft_model
 
         if freeze_projector is None:
             freeze_projector = True
+        if is_quantized(model):
+            from peft import prepare_model_for_kbit_training
+
+            # Freezes the base and upcasts the unquantised 16-bit parts (vision tower, projector, norms) to fp32 for
+            # stable training. Checkpointing is left to the Trainer (--gradient_checkpointing) and its kwargs.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         target = lora_target_regex(model, model_args.lora_target, family)
         modules_to_save = None
         if not freeze_projector and paths["projector"] is not None:
