@@ -212,10 +212,9 @@ def test_qlora_with_full_fine_tuning_is_refused_when_parsed():
 def test_qlora_keeps_vision_tower_projector_and_head_unquantised(tiny_llava_dir):
     """The skip list, matched by transformers' own rule, spares exactly the vision tower, projector and LM head."""
     from transformers import BitsAndBytesConfig
+    from transformers.quantizers import quantizers_utils  # a moved helper must fail here, not skip
 
     from mmft.modeling import qlora_load_kwargs
-
-    quantizers_utils = pytest.importorskip("transformers.quantizers.quantizers_utils")
     kwargs = qlora_load_kwargs(ModelArguments(model_name_or_path=str(tiny_llava_dir), load_in_4bit=True),
                                str(tiny_llava_dir))
     config = kwargs["quantization_config"]

@@ -38,7 +38,6 @@ from . import Family, register
 logger = logging.getLogger(__name__)
 
 # GLM-4.1V's template, with typed content in system/assistant turns and <|endoftext|> closing assistant turns.
-# Kept identical to mmft/testing/glm4v.py's GLM4V_TEMPLATE (the tiny fixture's).
 GLM41V_TEMPLATE = r"""[gMASK]<sop>
 {%- for msg in messages %}
     {%- if msg.content is string %}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import pkgutil
 import shutil
@@ -122,15 +123,19 @@ def _source_hash(*module_names: str) -> str:
 def tiny_model_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """The folder of the tiny model of family fixture ``name``, built once (atomically).
 
-    The cache key includes the source of the fixture module and of the tokenizer builder, so editing a builder
-    never serves a stale model.
+    The cache key includes the source of the fixture module, its family module and the tokenizer builder, so
+    editing any of them never serves a stale model.
     """
     fixtures = tiny_fixtures()
     if name not in fixtures:
         raise ValueError(f"Unknown tiny model family {name!r}. Known: {', '.join(fixtures)}.")
     fixture = fixtures[name]
     root = Path(root) if root is not None else cache_dir() / "models"
-    key = _source_hash(fixture.module, f"{__name__}.tokenizer")
+    sources = [fixture.module, f"{__name__}.tokenizer"]
+    family_module = f"mmft.families.{fixture.module.rsplit('.', 1)[-1]}"
+    if importlib.util.find_spec(family_module) is not None:  # fixtures may build from their family's template
+        sources.append(family_module)
+    key = _source_hash(*sources)
     return _build_atomically(root / f"tiny-{name}-{key}", fixture.build, "mmft_fixture_complete")
 
 

@@ -24,46 +24,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..families.glm4v import GLM41V_TEMPLATE
 from . import TinyFixture
 from .tokenizer import train_tokenizer
 
-GLM4V_TEMPLATE = r"""[gMASK]<sop>
-{%- for msg in messages %}
-    {%- if msg.content is string %}
-        {%- set text = msg.content %}
-    {%- else %}
-        {%- set text = msg.content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}
-    {%- endif %}
-    {%- if msg.role == 'system' %}
-<|system|>
-{{ text }}
-    {%- elif msg.role == 'user' %}
-<|user|>{{ '\n' }}
-        {%- if msg.content is string %}
-{{ msg.content }}
-        {%- else %}
-            {%- for item in msg.content %}
-                {%- if item.type == 'video' or 'video' in item %}
-<|begin_of_video|><|video|><|end_of_video|>
-                {%- elif item.type == 'image' or 'image' in item %}
-<|begin_of_image|><|image|><|end_of_image|>
-                {%- elif item.type == 'text' %}
-{{ item.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-    {%- elif msg.role == 'assistant' %}
-        {%- if msg.metadata %}
-<|assistant|>{{ msg.metadata }}
-{{ text }}<|endoftext|>
-        {%- else %}
-<|assistant|>
-{{ text }}<|endoftext|>
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{% if add_generation_prompt %}<|assistant|>
-{% endif %}"""
+# The family's fixed GLM-4.1V template (the fixture renders exactly what mmft trains real checkpoints with).
+GLM4V_TEMPLATE = GLM41V_TEMPLATE
 
 GLM_SPECIAL_TOKENS = [
     "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
