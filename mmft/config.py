@@ -270,9 +270,22 @@ class VLMTrainingArguments(TrainingArguments):
         metadata={"help": "Batch records of similar token length together (less padding, faster epochs), keeping "
                           "the order random: lengths are measured once up front from the rendered text and the "
                           "image headers (no pixel decoded), then grouped in shuffled megabatches; works with "
-                          "several processes. Same as --train_sampling_strategy group_by_length. Use it for data "
-                          "whose lengths vary widely: on near-uniform data it saves little and, since batches then "
-                          "correlate with what fixes a record's length, can cost accuracy (benchmarks/RESULTS.md)."},
+                          "several processes. Same as --train_sampling_strategy group_by_length. How tightly it "
+                          "groups is chosen from the lengths (--length_grouping_target, --length_grouping_min_gain) "
+                          "and logged: on near-uniform data it keeps random order, since grouping would save little "
+                          "and batches would correlate with what fixes a record's length (benchmarks/RESULTS.md)."},
+    )
+    length_grouping_target: float = field(
+        default=0.95,
+        metadata={"help": "With --group_by_length: the real-token (non-pad) fraction of batches to reach. The "
+                          "widest length bucket (20%, 10%, 5%, 2%, then exact lengths) whose estimated fraction "
+                          "reaches it is used: wider buckets keep batches more mixed."},
+    )
+    length_grouping_min_gain: float = field(
+        default=1.1,
+        metadata={"help": "With --group_by_length: group only if exact-length grouping would make batches at least "
+                          "this many times denser in real tokens than random order (1.1: at least ~10% fewer tokens "
+                          "per epoch); otherwise keep random order. 1.0 always groups."},
     )
     padding_free: bool = field(
         default=False,
@@ -312,6 +325,10 @@ class VLMTrainingArguments(TrainingArguments):
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
         self.group_by_length = self.train_sampling_strategy == "group_by_length"
+        if not 0 < self.length_grouping_target <= 1:
+            raise ValueError(f"--length_grouping_target must be in (0, 1], got {self.length_grouping_target}.")
+        if self.length_grouping_min_gain < 1:
+            raise ValueError(f"--length_grouping_min_gain must be at least 1, got {self.length_grouping_min_gain}.")
         super().__post_init__()
         self._default_non_reentrant_checkpointing()
 
@@ -425,6 +442,9 @@ def parse_args(
     if config_path is None and default_config is not None and not names_run:
         config_path = str(default_config)
     parser = HfArgumentParser(dataclass_types)
+    for action in parser._actions:  # help texts are plain prose ("within 10%"); argparse %-formats them for --help
+        if action.help and "%" in action.help:
+            action.help = action.help.replace("%", "%%")
     if config_path is not None:
         values = load_yaml_config(config_path)
         known = {f.name for dataclass_type in dataclass_types for f in fields(dataclass_type) if f.init}

@@ -27,7 +27,7 @@ from .checkpoints import last_complete_checkpoint, mark_complete
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
 from .config import metric_names
 from .hub import protect_hub_token, save_generation_config, write_model_card
-from .lengths import LengthGroupedSampler, estimated_real_token_fraction, record_lengths
+from .lengths import LengthGroupedSampler, plan_length_grouping, record_lengths
 from .metrics import load_metric
 from .records import first_user_text, reference_answers
 
@@ -132,7 +132,8 @@ class VLMTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         """With ``--group_by_length``: ``mmft.lengths.LengthGroupedSampler`` over the records' real token counts
         (text plus image tokens, computed from image headers), instead of transformers' sampler, which would look
-        for an ``input_ids`` column that records do not have."""
+        for an ``input_ids`` column that records do not have. ``plan_length_grouping`` picks the bucket width, or
+        random order where grouping would save little; the plan is logged and kept as ``length_grouping_plan``."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         collator = getattr(self.data_collator, "collator", self.data_collator)  # unwrap a PaddingFreeCollator
         if (self.args.train_sampling_strategy != "group_by_length" or dataset is None
@@ -140,15 +141,16 @@ class VLMTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         lengths = self.train_lengths(dataset, collator)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        sampler = LengthGroupedSampler(lengths, self._train_batch_size, num_replicas=self.args.world_size, seed=seed)
+        plan = plan_length_grouping(lengths, self._train_batch_size, num_replicas=self.args.world_size, seed=seed,
+                                    target=self.args.length_grouping_target,
+                                    min_gain=self.args.length_grouping_min_gain)
+        self.length_grouping_plan = plan
         if self.is_world_process_zero():
-            # Grouping correlates batches with whatever fixes a record's length (question kind, answer length); where
-            # random batches are nearly free of padding anyway it costs accuracy for little speed (RESULTS.md).
-            logger.info("Length grouping: real-token fraction of batches %.3f grouped vs %.3f in random order.",
-                        estimated_real_token_fraction(lengths, list(sampler), self._train_batch_size),
-                        estimated_real_token_fraction(lengths, torch.randperm(len(lengths)).tolist(),
-                                                      self._train_batch_size))
-        return sampler
+            logger.info("Length grouping: %s.", plan.describe())
+        if plan.tolerance is None:
+            return torch.utils.data.RandomSampler(dataset)
+        return LengthGroupedSampler(lengths, self._train_batch_size, num_replicas=self.args.world_size, seed=seed,
+                                    tolerance=plan.tolerance)
 
     def train_lengths(self, dataset, collator) -> list[int]:
         """Every record's token length, computed once (kept on the dataset); under several processes each measures

@@ -14,7 +14,13 @@ from torch.utils.data import BatchSampler
 from transformers import AutoProcessor
 
 from mmft.collator import IGNORE_INDEX, VLMCollator
-from mmft.lengths import LengthGroupedSampler, estimated_real_token_fraction, real_token_fraction, record_lengths
+from mmft.lengths import (
+    LengthGroupedSampler,
+    estimated_real_token_fraction,
+    plan_length_grouping,
+    real_token_fraction,
+    record_lengths,
+)
 from mmft.packing import PaddingFreeCollator, PaddingFreeError, check_padding_free, pack
 from mmft.sources import RecordDataset
 from mmft.testing import tiny_model_path
@@ -108,6 +114,32 @@ def test_sampler_keeps_records_of_nearly_equal_length_mixed():
     assert kinds_per_batch[0.1] > 2.5 and kinds_per_batch[0.0] < 1.2, kinds_per_batch
 
 
+def test_plan_keeps_random_order_on_near_uniform_lengths():
+    # Shapes-like: 4 lengths within 10% of each other; random batches are ~95% real tokens already.
+    lengths = [54 + i % 4 + (i % 7 == 0) * 5 for i in range(1000)]
+    plan = plan_length_grouping(lengths, 16)
+    assert plan.tolerance is None and plan.fraction == plan.random_fraction > 0.9
+    assert plan.exact_fraction < 1.1 * plan.random_fraction
+    assert "kept random order" in plan.describe()
+    assert plan_length_grouping(lengths, 16, min_gain=1.0).tolerance is not None  # 1.0: always group
+
+
+def test_plan_picks_the_widest_bucket_that_reaches_the_target():
+    lengths = _lengths(2000)
+    plans = {target: plan_length_grouping(lengths, 16, target=target) for target in (0.5, 0.95, 1.0)}
+    assert plans[0.5].tolerance == 0.2  # the widest bucket already does
+    assert plans[1.0].tolerance == 0.0  # unreachable: exact sorting, the densest order
+    chosen = plans[0.95]
+    assert chosen.fraction >= 0.95 and chosen.tolerance in (0.1, 0.05, 0.02)
+    wider = [t for t in (0.2, 0.1, 0.05, 0.02) if t > chosen.tolerance]
+    for tolerance in wider:  # every wider bucket misses the target: the chosen one is the widest that reaches it
+        sampler = LengthGroupedSampler(lengths, 16, tolerance=tolerance, seed=0)
+        assert estimated_real_token_fraction(lengths, list(sampler), 16) < 0.95
+    assert chosen.random_fraction < 0.6 and "length buckets" in chosen.describe()
+    with pytest.raises(ValueError, match="target"):
+        plan_length_grouping(lengths, 16, target=1.5)
+
+
 @pytest.mark.parametrize("n", [320, 333])
 def test_two_ranks_get_disjoint_equal_shards_of_similar_length(n):
     lengths = _lengths(n)
@@ -189,6 +221,7 @@ def test_group_by_length_is_wired_into_the_trainer(tiny_llava_dir, shapes_dir, t
     trainer = build_trainer(model_args, DataArguments(max_length=512), args, train)
     loader = trainer.get_train_dataloader()
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    assert trainer.length_grouping_plan.fraction > trainer.length_grouping_plan.random_fraction
     lengths = train._mmft_lengths[next(iter(train._mmft_lengths))]
     assert lengths == _real_lengths(trainer.data_collator, train)
     fraction = [b["attention_mask"].sum().item() / b["attention_mask"].numel() for b in loader]
@@ -198,3 +231,23 @@ def test_group_by_length_is_wired_into_the_trainer(tiny_llava_dir, shapes_dir, t
     with pytest.raises(PaddingFreeError, match="CUDA GPU"):
         build_trainer(model_args, DataArguments(), VLMTrainingArguments(
             output_dir=str(tmp_path / "pf"), padding_free=True, report_to="none"), train)
+
+
+def test_group_by_length_keeps_random_order_on_uniform_data(tiny_llava_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
+    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.shapes import write_split
+    from mmft.sources import load_records
+    from mmft.workflow import build_trainer
+
+    train = load_records(write_split(tmp_path / "data", "train", 96))  # one turn each: lengths within ~10%
+    args = VLMTrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, max_steps=1,
+                                group_by_length=True, save_strategy="no", report_to="none", disable_tqdm=True)
+    trainer = build_trainer(ModelArguments(model_name_or_path=str(tiny_llava_dir)), DataArguments(max_length=256),
+                            args, train)
+    with caplog.at_level("INFO", logger="mmft.trainer"):
+        sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, torch.utils.data.RandomSampler) and trainer.length_grouping_plan.tolerance is None
+    assert "kept random order" in caplog.text
+    args.length_grouping_min_gain = 1.0  # always group
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
