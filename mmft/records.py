@@ -60,7 +60,9 @@ Errors: every problem raises :class:`RecordError` whose message reads
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -370,6 +372,128 @@ def _references(raw: Mapping, fail: _Fail) -> list[str] | None:
     return list(value) or None
 
 
+_IMAGE_LEAD = IMAGE_PLACEHOLDER + "\n"
+
+
+def _fast_llava(raw: dict, index: int | None, source: str | None, allow_text_only: bool) -> dict | None:
+    """The common LLaVA record (plain JSON types, lower-case roles, string image paths) converted in one pass.
+
+    Returns exactly what the general path (:func:`_to_canonical_general`) returns, or None as soon as anything is
+    unusual (another shape, a value that may be invalid): that record then takes the general path, which makes
+    every check again and raises the error. So this path never raises a RecordError and rejects nothing on its own;
+    it only skips the general path's generality for well-formed records (100,000 of them: ~37 us each there, ~7 us
+    here; benchmarks/RESULTS.md, "Start-up"). tests/test_records_fast_path.py compares both on generated records.
+    """
+    turns = raw.get("conversations")
+    if type(turns) is not list or not turns or raw.get("messages") is not None:
+        return None
+    messages = []
+    n_slots = 0
+    start = 0
+    for i, turn in enumerate(turns):
+        if type(turn) is not dict:
+            return None
+        raw_role = turn.get("from")
+        value = turn.get("value")
+        if type(raw_role) is not str or type(value) is not str:
+            return None
+        role = _ROLE_ALIASES.get(raw_role)  # exact lower-case spellings only; others take the general path
+        if role is None:
+            return None
+        # Structure (see _check_structure): system? then user, assistant, user, ... alternating.
+        if role == "system":
+            if i:
+                return None
+            start = 1
+        elif role != ("user" if (i - start) % 2 == 0 else "assistant"):
+            return None
+        if IMAGE_PLACEHOLDER not in value:
+            if not value.strip():  # a blank user or assistant turn is an error (a blank system turn is not)
+                if role != "system":
+                    return None
+                content = [{"type": "text", "text": value}] if value else []
+            else:
+                content = [{"type": "text", "text": value}]
+        elif role != "user":
+            return None
+        elif value.startswith(_IMAGE_LEAD) and value.count(IMAGE_PLACEHOLDER) == 1:
+            # "<image>\nQ", the usual LLaVA form: what _split_placeholders gives for it.
+            text = value[len(_IMAGE_LEAD):]
+            content = [{"type": "image"}, {"type": "text", "text": text}] if text.strip() else [{"type": "image"}]
+            n_slots += 1
+        else:
+            content = _split_placeholders(value)
+            n_images = sum(entry["type"] == "image" for entry in content)
+            if not n_images:  # only possible with odd layouts; let the general path judge
+                return None
+            n_slots += n_images
+        messages.append({"role": role, "content": content})
+    if len(messages) == start or messages[-1]["role"] != "assistant":
+        return None
+
+    images = raw.get("images")
+    image = raw.get("image")
+    if images is not None:
+        if image is not None or type(images) is not list:
+            return None
+        for ref in images:
+            if type(ref) is not str or not ref.strip():
+                return None
+        images = list(images)
+    elif image is not None:
+        if type(image) is not str or not image.strip():
+            return None
+        images = [image]
+    else:
+        images = []
+    if n_slots == 0 and images:
+        messages[start]["content"][:0] = [{"type": "image"} for _ in images]
+    elif n_slots != len(images):
+        return None
+    if not images and not allow_text_only:
+        return None
+
+    record_id = raw.get("id")
+    if record_id is None or (record_id := str(record_id)) == "":
+        record_id = _record_id(raw, index, source)
+    record = {"id": record_id, "images": images, "messages": messages}
+    references, answers = raw.get("references"), raw.get("answers")
+    if references is not None or answers is not None:
+        if references is not None and answers is not None:
+            return None
+        if references is None:
+            references = answers
+        if type(references) is str:
+            references = [references]
+        if type(references) is not list:
+            return None
+        for answer in references:
+            if type(answer) is not str or not answer.strip():
+                return None
+        if references:
+            record["references"] = list(references)
+    return record
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a whole dataset is read or converted, then restore it.
+
+    Reading and converting 100,000 records allocates millions of dicts and lists that all stay alive, so the
+    collector runs hundreds of times for nothing (records hold no reference cycles) and each full pass also walks
+    every object torch and transformers created at import: 1-2 of the ~5 CPU-s ``load_records`` took on 100,000
+    LLaVA records (benchmarks/RESULTS.md, "Start-up"). Reference counting still frees everything dropped meanwhile.
+    Nesting is safe: only the outermost pause re-enables a collector that was enabled.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def to_canonical(
     raw: Mapping, *, index: int | None = None, source: str | None = None, allow_text_only: bool = True
 ) -> dict:
@@ -379,6 +503,15 @@ def to_canonical(
     messages. With ``allow_text_only=False`` a record without images is an error (for recipes that need an image).
     Raises :class:`RecordError` naming the record id and the offending field.
     """
+    if type(raw) is dict:
+        record = _fast_llava(raw, index, source, allow_text_only)
+        if record is not None:
+            return record
+    return _to_canonical_general(raw, index, source, allow_text_only)
+
+
+def _to_canonical_general(raw: Any, index: int | None, source: str | None, allow_text_only: bool) -> dict:
+    """Every input form and every check, one step at a time; the only path that raises RecordError."""
     record_id = _record_id(raw, index, source)
     fail = _Fail(record_id, source)
     if not isinstance(raw, Mapping):

@@ -29,6 +29,7 @@ or ``--image_root`` when given), and the image loader refuses paths that escape 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 
 from .cards import CardError, DataCard, detect_mapping, find_card, list_cards
-from .records import RecordError, to_canonical, validate_all
+from .records import RecordError, gc_paused, to_canonical, validate_all
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,10 @@ class RecordDataset(torch.utils.data.Dataset):
             # so raw rows and canonical records never both fill memory (100,000 LLaVA records: peak RSS +290 MB over
             # 1,000 records with both held, see benchmarks/RESULTS.md). Never for a caller's list.
             owned = consume_rows and isinstance(rows, list)
-            records = validate_all(_consumed(rows) if owned else rows, source=source, transform=transform)
+            # Plain Python rows (a file's, or a caller's list) hold no reference cycles: see gc_paused. Rows of a
+            # `datasets` object are built by its formatting code, so the collector stays on for those.
+            with gc_paused() if isinstance(rows, list) else contextlib.nullcontext():
+                records = validate_all(_consumed(rows) if owned else rows, source=source, transform=transform)
             if isinstance(rows, list):
                 self.rows = self._canonical = records  # the canonical records only
 
@@ -187,9 +191,10 @@ def read_json_records(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise SourceError(f"Dataset file {str(path)!r} does not exist.")
     if path.suffix == ".jsonl":
-        return list(iter_jsonl(path))
+        with gc_paused():  # millions of new objects, none in a cycle (see gc_paused)
+            return list(iter_jsonl(path))
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f, gc_paused():
             data = json.load(f)
     except json.JSONDecodeError as error:
         raise SourceError(
@@ -274,9 +279,13 @@ def _relative_images(transform: Transform | None, root: str) -> Transform:
 
 def _row_keys(rows: list) -> list[str]:
     keys: dict[str, None] = {}
+    shapes = set()  # rows of a file mostly share one key order: each distinct one is merged once
     for row in rows:
-        if isinstance(row, Mapping):
-            keys.update(dict.fromkeys(row))
+        if type(row) is dict or isinstance(row, Mapping):
+            shape = tuple(row)
+            if shape not in shapes:
+                shapes.add(shape)
+                keys.update(dict.fromkeys(shape))
     return list(keys)
 
 
@@ -456,12 +465,13 @@ def _from_local_file(path: Path, *, image_root: str | None, max_samples: int | N
         transform = DetectOnFirstRow(card=card, source=path.name, **options)
         logger.info("Streaming records from %s (images relative to %s)", path, root)
         return RecordIterableDataset(stream, source=path.name, image_root=root, transform=transform)
-    rows = read_json_records(path)
-    if max_samples is not None:
-        rows = rows[:max_samples]
-    logger.info("Loaded %d records from %s (images relative to %s)", len(rows), path, root)
-    transform = _mapping(_row_keys(rows), card=card, source=path.name, **options) if rows else None
-    return RecordDataset(rows, source=path.name, image_root=root, transform=transform, consume_rows=True)
+    with gc_paused():  # one pause for reading and converting (the collector's catch-up pass then runs once)
+        rows = read_json_records(path)
+        if max_samples is not None:
+            rows = rows[:max_samples]
+        logger.info("Loaded %d records from %s (images relative to %s)", len(rows), path, root)
+        transform = _mapping(_row_keys(rows), card=card, source=path.name, **options) if rows else None
+        return RecordDataset(rows, source=path.name, image_root=root, transform=transform, consume_rows=True)
 
 
 def _from_load_dataset(name: str, *, config, split, image_root, max_samples, streaming, card=None, source=None,
