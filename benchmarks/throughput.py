@@ -13,12 +13,16 @@ the real (non-pad) tokens of the epoch (the same count for both: ``mmft.lengths.
 ``num_tokens`` agrees) over the wall time of ``train()``; tokens/CPU-s divides by the CPU seconds this process spent
 instead, the figure to trust on a shared, contended machine (torch runs ``--threads`` threads, 1 by default, so CPU
 time is work, not spin-waiting). After the timed runs, each trainer trains ``--accuracy_epochs`` epochs once more and
-both models are scored by the same generation code (mmft's) on held-out one-word questions, so a speed-up is never
-bought with quality.
+every model is scored by the same code (mmft's) on held-out one-word questions (generated answers' vqa_accuracy and
+teacher-forced answer loss) and, on the mixed data, on held-out descriptions (answer loss), so a speed-up is never
+bought with quality unseen. ``--init_from`` starts every trainer from a model that already answers shapes questions
+(the VQA demo's output): from random init the tiny model stays at chance on the mixed data in the time a CPU has.
 
     pip install -e '.[bench]'
     python benchmarks/throughput.py                        # both datasets, 3 repeats, accuracy after 6 epochs
-    python benchmarks/throughput.py --data mixed --repeats 5 --train_size 512
+    python recipes/vqa.py --output_dir /tmp/pretrained --eval_before_train false      # ~2-5 min on 2 cores
+    python benchmarks/throughput.py --data mixed --train_size 512 --eval_size 200 --repeats 5 --accuracy_epochs 3 \
+        --init_from /tmp/pretrained
 """
 
 from __future__ import annotations
@@ -64,12 +68,14 @@ def letterbox(image, size):
     return canvas
 
 
-def write_mixed(out_dir: str | os.PathLike, split: str, size: int, seed: int = 0, short_only: bool = False) -> Path:
+def write_mixed(out_dir: str | os.PathLike, split: str, size: int, seed: int = 0, short_only: bool = False,
+                long_only: bool = False) -> Path:
     """Write ``<out_dir>/<split>.jsonl`` (LLaVA format) and its images; return the JSONL path.
 
     Each record holds 1-3 shape images (``mmft.shapes.draw_shape``) letterboxed to one of ``SIZES``, saved as PNG or
     JPEG. Half the records ask for the colour/shape/side of one image (a one-word answer); the other half ask for a
-    description: one sentence per image plus 0-3 filler sentences (up to ~80 words).
+    description: one sentence per image plus 0-3 filler sentences (up to ~80 words). ``short_only`` /
+    ``long_only`` write only one kind (the held-out sets).
     """
     from mmft.shapes import COLOURS, SHAPES, SIDE_PHRASES, SIDES, draw_shape
 
@@ -87,7 +93,7 @@ def write_mixed(out_dir: str | os.PathLike, split: str, size: int, seed: int = 0
             name = f"images/{split}-{i:06d}-{k}.{'jpg' if (i + k) % 2 else 'png'}"
             image.save(out / name, quality=92) if name.endswith("jpg") else image.save(out / name)
             names.append(name)
-        if short_only or rng.random() < 0.5:
+        if short_only or (not long_only and rng.random() < 0.5):
             k = rng.randrange(n)
             kind = rng.choice(("colour", "shape", "side"))
             which = "the shape" if n == 1 else f"the shape in the {ORDINALS[k]} image"
@@ -146,12 +152,15 @@ def timed_train(trainer):
     return time.perf_counter() - wall, time.process_time() - cpu, trainer.model
 
 
-def run_mmft(args, train, out: Path, epochs: float, group_by_length: bool):
+def run_mmft(args, train, out: Path, epochs: float, group_by_length: bool, accumulate: int = 1):
+    """``accumulate`` > 1 splits each step's batch into that many grouped micro-batches (same samples per step):
+    each micro-batch holds one length group, but a step mixes several."""
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
     from mmft.workflow import build_trainer
 
-    training_args = VLMTrainingArguments(group_by_length=group_by_length,
-                                         **common_training_kwargs(args, out, epochs))
+    kwargs = common_training_kwargs(args, out, epochs)
+    kwargs.update(per_device_train_batch_size=args.batch_size // accumulate, gradient_accumulation_steps=accumulate)
+    training_args = VLMTrainingArguments(group_by_length=group_by_length, **kwargs)
     trainer = build_trainer(ModelArguments(**MODEL), DataArguments(max_length=1024), training_args, train)
     return timed_train(trainer)
 
@@ -172,15 +181,8 @@ def run_trl(args, train_hf, out: Path, epochs: float):
     return timed_train(trainer)
 
 
-def accuracy(model, evaluation, out: Path) -> tuple[float, float]:
-    """(vqa_accuracy, answer loss) of ``model`` on ``evaluation``, by the same code for every trainer (mmft's).
-
-    The loss is the mean cross-entropy of the held-out answers' supervised tokens (mmft's labels: answer +
-    end-of-turn), teacher-forced: a continuous quality measure that still separates models whose generated answers
-    are all near chance."""
-    import torch
-
-    from mmft.collator import VLMCollator
+def accuracy(model, evaluation, out: Path) -> float:
+    """vqa_accuracy of ``model`` on ``evaluation`` with mmft's generation code (the same for every trainer)."""
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
     from mmft.modeling import load_processor
     from mmft.trainer import VLMTrainer
@@ -191,8 +193,21 @@ def accuracy(model, evaluation, out: Path) -> tuple[float, float]:
     args = VLMTrainingArguments(output_dir=str(out), per_device_eval_batch_size=64, report_to="none",
                                 generation_max_new_tokens=8, disable_tqdm=True, metrics=["vqa_accuracy"])
     trainer = VLMTrainer(model=model, args=args, generation_collator=generation, processing_class=processor)
-    score = trainer.generate_and_score(evaluation)["eval_vqa_accuracy"]
-    collate, records = VLMCollator(processor), [evaluation[i] for i in range(len(evaluation))]
+    return trainer.generate_and_score(evaluation)["eval_vqa_accuracy"]
+
+
+def answer_loss(model, evaluation) -> float:
+    """Mean cross-entropy of the held-out answers' supervised tokens (mmft's labels: answer + end-of-turn),
+    teacher-forced, the same code for every trainer: a continuous quality measure that still separates models whose
+    generated answers are all near chance, and that covers long answers, which exact-match accuracy cannot score."""
+    import torch
+
+    from mmft.collator import VLMCollator
+    from mmft.config import ModelArguments
+    from mmft.modeling import load_processor
+
+    collate = VLMCollator(load_processor(ModelArguments(**MODEL)))
+    records = [evaluation[i] for i in range(len(evaluation))]
     total = count = 0.0
     model.eval()
     with torch.no_grad():
@@ -201,7 +216,7 @@ def accuracy(model, evaluation, out: Path) -> tuple[float, float]:
             tokens = int((batch["labels"][:, 1:] != -100).sum())
             total += float(model(**batch).loss) * tokens
             count += tokens
-    return score, total / count
+    return total / count
 
 
 def main():
@@ -222,7 +237,9 @@ def main():
                              "demo's output (`python recipes/vqa.py --output_dir DIR`), a tiny LLaVA that already "
                              "answers shapes questions, so the mixed data is a fine-tuning task as in real use.")
     parser.add_argument("--accuracy_trainers", nargs="+", default=["mmft", "trl", "mmft-random"],
-                        choices=["mmft", "trl", "mmft-random"], help="Trainers of the accuracy runs.")
+                        choices=["mmft", "trl", "mmft-random", "mmft-accum2"],
+                        help="Trainers of the accuracy runs; mmft-accum2: grouped, each step's batch split into 2 "
+                             "micro-batches (gradient accumulation), so a step mixes two length groups.")
     args = parser.parse_args()
     logging.getLogger("mmft").setLevel(logging.WARNING)
     if args.init_from:
@@ -251,6 +268,8 @@ def main():
         train = load_records(write(work / kind, "train", args.train_size))
         evaluation = load_records(write(work / kind, "test", args.eval_size, **({} if kind == "uniform" else
                                                                              {"seed": 1, "short_only": True})))
+        descriptions = None if kind == "uniform" else load_records(
+            write_mixed(work / kind, "test-descriptions", args.eval_size, seed=1, long_only=True))
         records = [train[i] for i in range(len(train))]
         train_hf = trl_dataset(records)
         tokens = sum(record_lengths(train, collator))
@@ -285,13 +304,16 @@ def main():
                     wall, _, model = run_trl(args, big_hf, work / "o", args.accuracy_epochs)
                 else:
                     wall, _, model = run_mmft(args, big, work / "o", args.accuracy_epochs,
-                                              group_by_length=name == "mmft")
-                scores[name] = accuracy(model, evaluation, work / "eval")
+                                              group_by_length=name != "mmft-random",
+                                              accumulate=2 if name == "mmft-accum2" else 1)
+                scores[name] = (accuracy(model, evaluation, work / "eval"), answer_loss(model, evaluation),
+                                answer_loss(model, descriptions) if descriptions is not None else float("nan"))
                 print(f"{name}: trained in {wall:.0f} s, vqa_accuracy {scores[name][0]:.3f}, answer loss "
-                      f"{scores[name][1]:.3f}", flush=True)
-            print(f"eval vqa_accuracy / answer loss after {args.accuracy_epochs:g} epochs on {len(big)} records "
-                  f"({len(evaluation)} held-out one-word questions): "
-                  + ", ".join(f"{k} {a:.3f} / {loss:.3f}" for k, (a, loss) in scores.items()), flush=True)
+                      f"{scores[name][1]:.3f}, description loss {scores[name][2]:.3f}", flush=True)
+            print(f"eval vqa_accuracy / answer loss / description loss after {args.accuracy_epochs:g} epochs on "
+                  f"{len(big)} records ({len(evaluation)} held-out one-word questions, {args.eval_size} held-out "
+                  "descriptions): " + ", ".join(f"{k} {a:.3f} / {loss:.3f} / {d:.3f}"
+                                                 for k, (a, loss, d) in scores.items()), flush=True)
 
 if __name__ == "__main__":
     main()
