@@ -62,7 +62,6 @@ LLAVA_15_7B = dict(
                        projection_dim=768, hidden_act="quick_gelu"),
     vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
 )
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 
 def scaled_down(config: dict) -> dict:
@@ -84,26 +83,23 @@ def scaled_down(config: dict) -> dict:
 def build(name: str, dry_run: bool):
     """(model factory, processor) for ``name``: the factory builds the random bf16 model on the GPU, same seed."""
     import transformers
-    from transformers import AutoProcessor, LlavaProcessor
+    from pipeline import llava15_processor
+    from transformers import AutoProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-    from mmft.testing import tiny_llava_path, tiny_model_path
+    from mmft.testing import tiny_model_path
 
     if name == "qwen2.5-vl-3b":
         processor = AutoProcessor.from_pretrained(tiny_model_path("qwen2-5-vl"))
         processor.image_processor = transformers.Qwen2VLImageProcessor(
             patch_size=14, merge_size=2, temporal_patch_size=2, min_pixels=3136, max_pixels=12845056,
-            image_mean=CLIP_MEAN, image_std=CLIP_STD)
+            image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
         spec, cls, config_cls = QWEN25_VL_3B, transformers.Qwen2_5_VLForConditionalGeneration, \
             transformers.Qwen2_5_VLConfig
         ids = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
                "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
     else:
-        tiny = AutoProcessor.from_pretrained(tiny_llava_path())
-        clip = transformers.CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-                                               do_center_crop=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
-        processor = LlavaProcessor(image_processor=clip, tokenizer=tiny.tokenizer, patch_size=14,
-                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                   chat_template=tiny.chat_template, image_token="<image>")
+        processor = llava15_processor(fast=True)
         spec, cls, config_cls = LLAVA_15_7B, transformers.LlavaForConditionalGeneration, transformers.LlavaConfig
         ids = {"image_token_id": "<image>"}
     spec = scaled_down(spec) if dry_run else copy.deepcopy(spec)

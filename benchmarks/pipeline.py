@@ -33,7 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PHOTO_SIZES = {"1MP": (1155, 866), "4MP": (2310, 1732)}
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 
 def write_photo(path: Path, size: tuple[int, int], seed: int) -> None:
@@ -44,25 +43,36 @@ def write_photo(path: Path, size: tuple[int, int], seed: int) -> None:
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def processors(fast: bool):
-    """LLaVA-1.5- and Qwen2-VL-configured processors over the tiny tokenizers (no download)."""
+def llava15_processor(fast: bool):
+    """A LLaVA-1.5-configured processor (CLIP 336 px, 14-px patches: 576 image tokens) over the tiny tokenizer."""
     import transformers
     from transformers import AutoProcessor, LlavaProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-    from mmft.testing import tiny_llava_path, tiny_model_path
+    from mmft.testing import tiny_llava_path
 
     tiny = AutoProcessor.from_pretrained(tiny_llava_path())
     clip = getattr(transformers, "CLIPImageProcessor" if fast else "CLIPImageProcessorPil")(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True,
-        image_mean=CLIP_MEAN, image_std=CLIP_STD)
-    llava = LlavaProcessor(image_processor=clip, tokenizer=tiny.tokenizer, patch_size=14,
-                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                           chat_template=tiny.chat_template, image_token="<image>")
+        image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+    return LlavaProcessor(image_processor=clip, tokenizer=tiny.tokenizer, patch_size=14,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=tiny.chat_template, image_token="<image>")
+
+
+def processors(fast: bool):
+    """LLaVA-1.5- and Qwen2-VL-configured processors over the tiny tokenizers (no download)."""
+    import transformers
+    from transformers import AutoProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    from mmft.testing import tiny_model_path
+
     qwen = AutoProcessor.from_pretrained(tiny_model_path("qwen2-vl"))
     qwen.image_processor = getattr(transformers, "Qwen2VLImageProcessor" if fast else "Qwen2VLImageProcessorPil")(
         patch_size=14, merge_size=2, temporal_patch_size=2, min_pixels=56 * 56, max_pixels=28 * 28 * 16384,
-        image_mean=CLIP_MEAN, image_std=CLIP_STD)
-    return {"llava-1.5": llava, "qwen2-vl": qwen}
+        image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+    return {"llava-1.5": llava15_processor(fast), "qwen2-vl": qwen}
 
 
 def main():

@@ -181,42 +181,41 @@ def run_trl(args, train_hf, out: Path, epochs: float):
     return timed_train(trainer)
 
 
-def accuracy(model, evaluation, out: Path) -> float:
-    """vqa_accuracy of ``model`` on ``evaluation`` with mmft's generation code (the same for every trainer)."""
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-    from mmft.modeling import load_processor
-    from mmft.trainer import VLMTrainer
-    from mmft.workflow import build_collators
+def score(model, evaluation, descriptions, out: Path) -> tuple[float, float, float]:
+    """(vqa_accuracy, answer loss, description loss) of ``model``, by the same mmft code for every trainer.
 
-    processor = load_processor(ModelArguments(**MODEL))
-    _, generation = build_collators(processor, DataArguments(max_length=1024))
-    args = VLMTrainingArguments(output_dir=str(out), per_device_eval_batch_size=64, report_to="none",
-                                generation_max_new_tokens=8, disable_tqdm=True, metrics=["vqa_accuracy"])
-    trainer = VLMTrainer(model=model, args=args, generation_collator=generation, processing_class=processor)
-    return trainer.generate_and_score(evaluation)["eval_vqa_accuracy"]
-
-
-def answer_loss(model, evaluation) -> float:
-    """Mean cross-entropy of the held-out answers' supervised tokens (mmft's labels: answer + end-of-turn),
-    teacher-forced, the same code for every trainer: a continuous quality measure that still separates models whose
-    generated answers are all near chance, and that covers long answers, which exact-match accuracy cannot score."""
+    vqa_accuracy: generated answers to the held-out one-word questions (``evaluation``). The losses: mean
+    cross-entropy of the held-out answers' supervised tokens (mmft's labels: answer + end-of-turn), teacher-forced,
+    on ``evaluation`` and on ``descriptions`` (nan without): a continuous quality measure that still separates models
+    whose generated answers are all near chance, and that covers long answers, which exact match cannot score.
+    """
     import torch
 
     from mmft.collator import VLMCollator
     from mmft.config import ModelArguments
+    from mmft.families import family_for
+    from mmft.inference import build_inference_trainer
     from mmft.modeling import load_processor
 
-    collate = VLMCollator(load_processor(ModelArguments(**MODEL)))
-    records = [evaluation[i] for i in range(len(evaluation))]
-    total = count = 0.0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(records), 32):
-            batch = collate(records[start:start + 32])
-            tokens = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(model(**batch).loss) * tokens
-            count += tokens
-    return total / count
+    processor = load_processor(ModelArguments(**MODEL))
+    trainer = build_inference_trainer(model, processor, family_for(model), output_dir=str(out), batch_size=64,
+                                      metrics=["vqa_accuracy"], max_new_tokens=8)  # what `mmft eval` runs
+    accuracy = trainer.generate_and_score(evaluation)["eval_vqa_accuracy"]
+    collate = VLMCollator(processor)  # training labels: answer + end-of-turn
+
+    def answer_loss(dataset) -> float:
+        records = [dataset[i] for i in range(len(dataset))]
+        total = count = 0.0
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(records), 32):
+                batch = collate(records[start:start + 32])
+                tokens = int((batch["labels"][:, 1:] != -100).sum())
+                total += float(model(**batch).loss) * tokens
+                count += tokens
+        return total / count
+
+    return accuracy, answer_loss(evaluation), answer_loss(descriptions) if descriptions is not None else float("nan")
 
 
 def main():
@@ -306,8 +305,7 @@ def main():
                     wall, _, model = run_mmft(args, big, work / "o", args.accuracy_epochs,
                                               group_by_length=name != "mmft-random",
                                               accumulate=2 if name == "mmft-accum2" else 1)
-                scores[name] = (accuracy(model, evaluation, work / "eval"), answer_loss(model, evaluation),
-                                answer_loss(model, descriptions) if descriptions is not None else float("nan"))
+                scores[name] = score(model, evaluation, descriptions, work / "eval")
                 print(f"{name}: trained in {wall:.0f} s, vqa_accuracy {scores[name][0]:.3f}, answer loss "
                       f"{scores[name][1]:.3f}, description loss {scores[name][2]:.3f}", flush=True)
             print(f"eval vqa_accuracy / answer loss / description loss after {args.accuracy_epochs:g} epochs on "

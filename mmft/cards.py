@@ -55,6 +55,7 @@ from typing import Any
 
 import yaml
 
+from .metrics import available_metrics
 from .records import RecordError
 
 __all__ = [
@@ -78,7 +79,6 @@ CARDS_DIR = Path(__file__).resolve().parent.parent / "data_cards"
 
 FORMATS = ("llava", "messages", "cauldron", "vqa", "caption", "multiple_choice")
 TASKS = ("vqa", "caption", "instruct", "multiple_choice")
-KNOWN_METRICS = ("vqa_accuracy", "exact_match", "anls", "relaxed_accuracy", "mc_accuracy", "bleu", "cider")
 
 # Which column roles each format needs, and which it may use.
 _REQUIRED = {
@@ -245,9 +245,10 @@ def parse_card(text: str, path: str | os.PathLike | None = None) -> DataCard:
     if not metrics and task != "instruct":
         raise _fail(where, "metrics", f"empty; a {task} card names the metric(s) its task is scored with (only "
                                       "instruct cards may give [] when no answer metric fits)")
+    bundled = available_metrics()
     for metric in metrics:
-        if metric not in KNOWN_METRICS and not (metric.endswith(".py") or "/" in metric):
-            raise _fail(where, "metrics", f"unknown metric {metric!r}; bundled metrics: {', '.join(KNOWN_METRICS)} "
+        if metric not in bundled and not (metric.endswith(".py") or "/" in metric):
+            raise _fail(where, "metrics", f"unknown metric {metric!r}; bundled metrics: {', '.join(bundled)} "
                                           "(or give the path of an evaluate metric script)")
 
     splits = meta.get("splits") or {}
@@ -356,16 +357,13 @@ def card_for_hub_id(hub_id: str) -> DataCard | None:
     return None
 
 
-def metrics_for(data_args) -> list[str] | None:
-    """The metric names of the card behind ``data_args.dataset_name`` (a card name, Hub id or card path), or None.
-
-    For recipes: ``training_args.metrics`` can default to this when the user did not pass ``--metrics``.
-    """
-    name = getattr(data_args, "dataset_name", None)
-    if not isinstance(name, str) or not name:
+def metrics_for(dataset_name: str | None) -> list[str] | None:
+    """The metric names of the card behind ``dataset_name`` (a card name, Hub id or card path), or None when no card
+    describes it. An empty list is a card that names none (instruction sets). See ``workflow.default_metrics``."""
+    if not isinstance(dataset_name, str) or not dataset_name:
         return None
     try:
-        card = find_card(name)
+        card = find_card(dataset_name)
     except CardError:
         return None
     return list(card.metrics) if card is not None else None

@@ -51,16 +51,15 @@ def _shapes(args):
 
 
 def _merge(args):
-    from .merge import MergeError, merge_adapter
+    from .inference import run_command
+    from .merge import merge_adapter
 
-    try:
-        merge_adapter(args.adapter_dir, args.out_dir, dtype=args.dtype, base=args.base,
-                      trust_remote_code=args.trust_remote_code)
-    except MergeError as error:
-        sys.exit(f"mmft merge: {error}")
+    run_command("merge", merge_adapter, adapter_dir=args.adapter_dir, out_dir=args.out_dir, dtype=args.dtype,
+                base=args.base, trust_remote_code=args.trust_remote_code)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .inference import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
     parser = argparse.ArgumentParser(prog="mmft", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="Print package versions and the built-in tiny models.")
@@ -86,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and servable by vLLM/TGI.")
     merge.add_argument("adapter_dir", help="Folder with adapter_config.json and adapter_model.safetensors.")
     merge.add_argument("out_dir", help="Folder to write the merged model to (must not exist, or be empty).")
-    merge.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+    merge.add_argument("--dtype", default="auto", choices=list(DTYPE_NAMES),
                        help="Weights dtype of the merged model (default: auto, the base checkpoint's dtype).")
     merge.add_argument("--base", default=None,
                        help="Base model (Hub id, local folder or mmft: name); default: base_model_name_or_path "

@@ -449,8 +449,6 @@ class VLMCollator:
 
     @staticmethod
     def _vision_keepalive_record() -> dict:
-        from PIL import Image
-
         return {
             "id": KEEPALIVE_ID,
             "images": [Image.new("RGB", (32, 32))],

@@ -44,8 +44,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
-import re
 import sys
 from array import array
 from collections import Counter, OrderedDict
@@ -54,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import RecordError, to_canonical
+from .records import RecordError, _record_id, to_canonical
 
 __all__ = ["PROBLEM_KINDS", "CheckOptions", "DataChecker", "add_data_commands", "check_source", "open_source"]
 
@@ -80,7 +78,6 @@ PROBLEM_KINDS = {
     "processor_error": "samples the model's processor failed on",
 }
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _IMAGE_CACHE_SIZE = 16384  # header reads remembered per (root, path): datasets often reuse images
 
 
@@ -169,7 +166,7 @@ class _DetectFromFirstRow:
         try:
             return self.detector(row, index)
         except SourceError as error:
-            record_id = str(row["id"]) if row.get("id") not in (None, "") else f"{self.source}:{index}"
+            record_id = _record_id(row, index, self.source)
             raise RecordError(f"record {record_id!r} in {self.source}: {error}", record_id=record_id,
                               source=self.source) from None
 
@@ -270,20 +267,11 @@ def _streamed_source(
         columns=columns,
         prompt_template=prompt_template,
     )
-    rows = getattr(records, "rows", records)
-    try:
-        total = len(rows)
-    except TypeError:
-        total = None
-    label = str(getattr(records, "source", name))
-    root = getattr(records, "image_root", image_root)
-    return Source(
-        label,
-        root,
-        _rows_of(rows, Path(label).name or label),
-        total=total,
-        transform=getattr(records, "transform", None),
-    )
+    # Streamed, load_records always gives a RecordIterableDataset: raw rows (a file stream or a datasets
+    # IterableDataset, neither with a length) plus the transform that maps them into records.
+    label = str(records.source)
+    return Source(label, records.image_root, _rows_of(records.rows, Path(label).name or label), total=None,
+                  transform=records.transform)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -361,7 +349,6 @@ class CheckOptions:
     allow_images_outside_root: bool = False
     allow_remote_images: bool = False
     decode_images: bool = False
-    max_pixels: int | None = None
     max_length: int | None = None
     overlength_policy: str = "error"  # as in training: error, drop or shrink (then shrink_min_pixels applies)
     shrink_min_pixels: int | None = None  # None: the collator's default floor
@@ -491,7 +478,7 @@ class DataChecker:
 
     # ---- images --------------------------------------------------------------------------------------------
     def _check_image(self, ref, record_id: str, where: str, image_root: str | None) -> bool:
-        if isinstance(ref, str) and _URL.match(ref):
+        if isinstance(ref, str) and self._images._URL_SCHEME.match(ref):
             if self.options.allow_remote_images:
                 self.remote_unchecked += 1  # never fetched by a check: training fetches it
                 return True
@@ -536,7 +523,7 @@ class DataChecker:
             else:
                 width, height = images.image_size(ref, root=image_root, allow_outside_root=outside)
         except images.ImageLoadError as error:
-            return ("error", self._image_error_kind(ref, image_root, str(error)), str(error))
+            return ("error", error.kind, str(error))
         if self.max_image_pixels is not None and width * height > self.max_image_pixels:
             return (
                 "error",
@@ -546,30 +533,6 @@ class DataChecker:
                 "legitimate.",
             )
         return ("ok", width, height)
-
-    def _image_error_kind(self, ref, image_root: str | None, message: str) -> str:
-        """Name the failure :func:`mmft.images.image_size` reported (it decides *whether* a ref is bad; this only
-        labels it)."""
-        if "decompression bomb" in message:
-            return "image_too_large"
-        if isinstance(ref, Mapping) and not ref.get("bytes"):
-            ref = ref.get("path")
-        if isinstance(ref, os.PathLike):
-            ref = os.fspath(ref)
-        if isinstance(ref, str) and ref:
-            root = Path(image_root if image_root is not None else os.getcwd()).resolve()
-            given = Path(ref)
-            try:
-                resolved = (given if given.is_absolute() else root / given).resolve()
-            except (OSError, ValueError, RuntimeError):
-                return "unreadable_image"
-            if not self.options.allow_images_outside_root and (
-                given.is_absolute() or not resolved.is_relative_to(root)
-            ):
-                return "image_outside_root"
-            if not resolved.is_file():
-                return "missing_image"
-        return "unreadable_image"
 
     # ---- the model pass ------------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -953,7 +916,6 @@ def _check_command(args) -> None:
         allow_images_outside_root=args.allow_images_outside_root,
         allow_remote_images=args.allow_remote_images,
         decode_images=args.decode_images,
-        max_pixels=args.max_pixels,
         max_length=args.max_length,
         overlength_policy=args.overlength_policy,
         shrink_min_pixels=args.shrink_min_pixels,

@@ -96,7 +96,8 @@ def render_segments(parts: list[Segment], tokenizer, *, colour: bool) -> str:
 
 def _find_record(source, index: int):
     """The raw row at ``index`` (streamed up to it), converted; exits with the record's error if it is invalid."""
-    from .records import RecordError, to_canonical
+    from .records import RecordError
+    from .sources import _convert
 
     if index < 0:
         sys.exit(f"mmft data show: --index must be >= 0, got {index}.")
@@ -108,8 +109,7 @@ def _find_record(source, index: int):
         if row.raw is None:
             sys.exit(f"mmft data show: {row.error}")
         try:
-            raw = source.transform(row.raw, row.index) if source.transform is not None else row.raw
-            record = to_canonical(raw, index=row.index, source=source.name)
+            record = _convert(row.raw, row.index, source.name, source.transform)
         except RecordError as error:
             sys.exit(f"mmft data show: {error}\n(`mmft data check` lists every such problem.)")
         record["image_root"] = source.image_root

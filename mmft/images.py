@@ -60,7 +60,12 @@ _WHITE = (255, 255, 255, 255)
 
 class ImageLoadError(ValueError):
     """Raised for any image that cannot be used; the message names the record id (when given), the ref (path/kind)
-    and what to do."""
+    and what to do. ``kind`` sorts it for reports (``mmft data check``): ``missing_image``, ``image_outside_root``,
+    ``image_too_large`` or ``unreadable_image``."""
+
+    def __init__(self, message: str, kind: str = "unreadable_image"):
+        super().__init__(message)
+        self.kind = kind
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,9 +168,9 @@ class _Context:
     def __init__(self, record_id: str | None) -> None:
         self.record_id = record_id
 
-    def error(self, what: str, todo: str) -> ImageLoadError:
+    def error(self, what: str, todo: str, kind: str = "unreadable_image") -> ImageLoadError:
         prefix = f"record {self.record_id!r}: " if self.record_id is not None else ""
-        return ImageLoadError(f"{prefix}{what}. {todo}")
+        return ImageLoadError(f"{prefix}{what}. {todo}", kind)
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -230,16 +235,18 @@ def _resolve_path(
     )
     if not allow_outside_root:
         if given.is_absolute():
-            raise ctx.error(f"refused absolute {desc}", outside_hint)
+            raise ctx.error(f"refused absolute {desc}", outside_hint, "image_outside_root")
         if not resolved.is_relative_to(root_resolved):
             raise ctx.error(
-                f"refused {desc}: it resolves outside the image root (via '..' or a symlink)", outside_hint
+                f"refused {desc}: it resolves outside the image root (via '..' or a symlink)", outside_hint,
+                "image_outside_root",
             )
     if not resolved.is_file():
         what = "is not a file" if resolved.exists() else "does not exist"
         raise ctx.error(
             f"{desc} {what}",
             "Check --image_root (relative image paths resolve against it) and that the dataset's images are present.",
+            "missing_image",
         )
     return resolved, desc
 
@@ -312,6 +319,7 @@ def _decode_error(exc: BaseException, desc: str, ctx: _Context) -> ImageLoadErro
             "If the image is legitimate, raise max_image_pixels (None disables our cap) and, for images over "
             f"{2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 0} pixels, PIL's process-wide "
             "PIL.Image.MAX_IMAGE_PIXELS.",
+            "image_too_large",
         )
     if isinstance(exc, UnidentifiedImageError):
         return ctx.error(f"{desc} is not a recognised image file", "Check the file; re-download or re-encode it.")
@@ -370,6 +378,7 @@ def _finish(
             f"refused {desc}: its header says {width}x{height} = {width * height:,} pixels, over the "
             f"decompression-bomb cap of {max_image_pixels:,} pixels (max_image_pixels)",
             "If the image is legitimate, raise max_image_pixels (None disables the cap); otherwise drop the record.",
+            "image_too_large",
         )
 
     target = None

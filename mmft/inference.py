@@ -52,30 +52,24 @@ def load_for_inference(model: str, *, dtype: str = "auto", base: str | None = No
                        trust_remote_code: bool = False):
     """``(model, processor, family)`` ready for generation, from any of the four forms a user may name.
 
-    An adapter folder loads its base (``base_model_name_or_path`` of ``adapter_config.json``, or ``base``) from
-    safetensors and applies the adapter with PEFT, unmerged, exactly as training evaluated it; the processor (and
-    chat template) saved beside the adapter wins over the base's. Anything else goes through the training loaders
+    An adapter folder loads its base and applies the adapter with PEFT, unmerged, exactly as training evaluated it
+    (``merge.load_adapter_model``: the base and revision the adapter recorded; the processor, and chat template,
+    saved beside the adapter wins over the base's). Anything else goes through the training loaders
     (``mmft.modeling``): a local folder, an ``mmft:`` name, or a Hub id (downloaded by transformers).
     """
     from .families import family_for
-    from .merge import MergeError, load_base_model, load_processor_for_merge, read_adapter_config, resolve_base
+    from .merge import MergeError, load_adapter_model
 
     if dtype not in DTYPE_NAMES:
         raise InferenceError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}; got {dtype!r}.")
     if is_adapter_folder(model):
-        from peft import PeftModel
-
         folder = Path(model).expanduser()
         try:
-            config = read_adapter_config(folder)
-            base_name, base_path = resolve_base(config, base)
-            base_model = load_base_model(base_path, dtype, revision=revision, trust_remote_code=trust_remote_code)
-            processor, _ = load_processor_for_merge(folder, base_path, trust_remote_code=trust_remote_code,
-                                                    revision=revision)
+            loaded, processor, base_name, _ = load_adapter_model(folder, dtype, base=base, revision=revision,
+                                                                 trust_remote_code=trust_remote_code)
         except MergeError as error:
             raise InferenceError(str(error)) from error
-        family = family_for(base_model)
-        loaded = PeftModel.from_pretrained(base_model, str(folder))
+        family = family_for(loaded.get_base_model())
         logger.info("Loaded the adapter %s over its base model %s", folder, base_name)
     else:
         from .config import ModelArguments
@@ -108,8 +102,8 @@ def load_for_inference(model: str, *, dtype: str = "auto", base: str | None = No
     return loaded, processor, family
 
 
-def build_inference_trainer(model, processor, family, *, output_dir: str, batch_size: int = 8,
-                            metrics=DEFAULT_METRICS, num_beams: int = 1, max_new_tokens: int = 32,
+def build_inference_trainer(model, processor, family, *, output_dir: str, metrics, batch_size: int = 8,
+                            num_beams: int = 1, max_new_tokens: int = 32,
                             max_pixels: int | None = None, allow_images_outside_root: bool = False,
                             allow_remote_images: bool = False):
     """A ``VLMTrainer`` that only generates: the generation collator, the eval batch size and the decoding flags."""
@@ -146,15 +140,6 @@ def default_split(dataset_name: str) -> str:
     return (card.eval_split if card is not None else None) or "test"
 
 
-def default_metrics(dataset_name: str) -> list[str]:
-    """The metrics the dataset's data card names (``metrics:`` in ``data_cards/<name>.md``), else the default."""
-    from types import SimpleNamespace
-
-    from .cards import metrics_for
-
-    return metrics_for(SimpleNamespace(dataset_name=str(dataset_name))) or list(DEFAULT_METRICS)
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(text)).stem if str(text).endswith((".json", ".jsonl"))
                   else str(text)).strip("-") or "data"
@@ -186,7 +171,10 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
                            max_samples=max_samples)
     if len(records) == 0:
         raise InferenceError(f"{dataset_name} ({split}) has no records to evaluate.")
-    metrics = list(metrics) if metrics else default_metrics(dataset_name)
+    if not metrics:
+        from .workflow import default_metrics
+
+        metrics = default_metrics(dataset_name)[0]
     out = Path(output_dir) if output_dir else default_eval_dir(model, dataset_name, split)
     loaded, processor, family = load_for_inference(model, dtype=dtype, base=base, revision=revision,
                                                    trust_remote_code=trust_remote_code)
@@ -318,7 +306,9 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow_remote_images", action="store_true", help="Allow http(s) image URLs in records.")
 
 
-def _run(function, **kwargs):
+def run_command(command: str, function, **kwargs):
+    """``function(**kwargs)`` for the ``mmft <command>`` CLI: logging set up, and a known error (bad model, data,
+    card or record) ends the process with its message instead of a traceback."""
     from .cards import CardError
     from .merge import MergeError
     from .records import RecordError
@@ -329,27 +319,28 @@ def _run(function, **kwargs):
     try:
         return function(**kwargs)
     except (InferenceError, MergeError, SourceError, CardError, RecordError) as error:
-        sys.exit(f"mmft {function.__name__.replace('evaluate_model', 'eval')}: {error}")
+        sys.exit(f"mmft {command}: {error}")
 
 
 def _eval_command(args):
-    metrics = _run(evaluate_model, model=args.model, dataset_name=args.dataset_name, split=args.split,
-                   metrics=args.metrics, max_samples=args.max_samples, num_beams=args.num_beams,
-                   max_new_tokens=args.generation_max_new_tokens, batch_size=args.batch_size,
-                   output_dir=args.output_dir, dataset_config=args.dataset_config, image_root=args.image_root,
-                   max_pixels=args.max_pixels, dtype=args.dtype, base=args.base, revision=args.revision,
-                   trust_remote_code=args.trust_remote_code, allow_images_outside_root=args.allow_images_outside_root,
-                   allow_remote_images=args.allow_remote_images)
+    metrics = run_command(
+        "eval", evaluate_model, model=args.model, dataset_name=args.dataset_name, split=args.split,
+        metrics=args.metrics, max_samples=args.max_samples, num_beams=args.num_beams,
+        max_new_tokens=args.generation_max_new_tokens, batch_size=args.batch_size, output_dir=args.output_dir,
+        dataset_config=args.dataset_config, image_root=args.image_root, max_pixels=args.max_pixels, dtype=args.dtype,
+        base=args.base, revision=args.revision, trust_remote_code=args.trust_remote_code,
+        allow_images_outside_root=args.allow_images_outside_root, allow_remote_images=args.allow_remote_images)
     print(json.dumps(metrics, indent=2))
 
 
 def _predict_command(args):
-    _run(predict, model=args.model, output=args.output, dataset_name=args.dataset_name, split=args.split,
-         images_dir=args.images_dir, prompt=args.prompt, max_samples=args.max_samples, num_beams=args.num_beams,
-         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dataset_config=args.dataset_config,
-         image_root=args.image_root, max_pixels=args.max_pixels, dtype=args.dtype, base=args.base,
-         revision=args.revision, trust_remote_code=args.trust_remote_code,
-         allow_images_outside_root=args.allow_images_outside_root, allow_remote_images=args.allow_remote_images)
+    run_command(
+        "predict", predict, model=args.model, output=args.output, dataset_name=args.dataset_name, split=args.split,
+        images_dir=args.images_dir, prompt=args.prompt, max_samples=args.max_samples, num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dataset_config=args.dataset_config,
+        image_root=args.image_root, max_pixels=args.max_pixels, dtype=args.dtype, base=args.base,
+        revision=args.revision, trust_remote_code=args.trust_remote_code,
+        allow_images_outside_root=args.allow_images_outside_root, allow_remote_images=args.allow_remote_images)
 
 
 def add_inference_commands(commands) -> None:

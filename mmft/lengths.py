@@ -40,7 +40,13 @@ from . import images as images_lib
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageTokenCounter", "LengthGroupedSampler", "real_token_fraction", "record_lengths"]
+__all__ = [
+    "ImageTokenCounter",
+    "LengthGroupedSampler",
+    "estimated_real_token_fraction",
+    "plan_length_grouping",
+    "record_lengths",
+]
 
 PROGRESS_BAR_MIN_RECORDS = 2000  # below this, computing lengths takes well under a second: no bar
 TOKENIZE_CHUNK = 512
@@ -200,6 +206,11 @@ def _disk_cache_path(dataset, collator):
     records = getattr(dataset, "_canonical", None)
     if records is None:
         return None
+    if any(not isinstance(ref, str) for record in records for ref in record["images"]):
+        # Only paths hash to the same key in every process: str() of an in-memory image holds its memory address
+        # (a new key, and cache file, each run; a stale hit when an address is reused). Such datasets keep the
+        # in-memory cache only.
+        return None
     processor = collator.processor
     tokenizer = collator.tokenizer
     digest = hashlib.sha1()
@@ -281,19 +292,6 @@ def _image_size(ref, root, allow_outside_root: bool, sizes: dict) -> tuple[int, 
     return size
 
 
-def real_token_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """Real (non-pad) tokens over all tokens of ``batches`` (lists of indices into ``lengths``) padded to their
-    longest member."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    real = padded = 0
-    for batch in batches:
-        if len(batch):
-            batch_lengths = lengths[np.asarray(batch, dtype=np.int64)]
-            real += int(batch_lengths.sum())
-            padded += int(batch_lengths.max()) * len(batch_lengths)
-    return real / padded if padded else 1.0
-
-
 # Bucket widths tried by ``plan_length_grouping``, most random first (exact sorting last).
 GROUPING_TOLERANCES = (0.2, 0.1, 0.05, 0.02, 0.0)
 
@@ -351,7 +349,8 @@ def plan_length_grouping(lengths: Sequence[int], batch_size: int, *, num_replica
         fractions = []
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
-            fractions.append(estimated_real_token_fraction(lengths, list(sampler), batch_size))
+            fractions.append(estimated_real_token_fraction(lengths, np.concatenate(sampler.global_batches()),
+                                                           batch_size))
         return float(np.mean(fractions))
 
     rng = np.random.default_rng([seed, 1])
@@ -360,11 +359,11 @@ def plan_length_grouping(lengths: Sequence[int], batch_size: int, *, num_replica
     exact = grouped(0.0)
     if exact < min_gain * random_fraction:
         return GroupingPlan(None, random_fraction, random_fraction, exact)
-    for tolerance in GROUPING_TOLERANCES:
-        fraction = exact if tolerance == 0 else grouped(tolerance)
-        if fraction >= target or tolerance == 0:
+    for tolerance in GROUPING_TOLERANCES[:-1]:
+        fraction = grouped(tolerance)
+        if fraction >= target:
             return GroupingPlan(tolerance, random_fraction, fraction, exact)
-    raise AssertionError("unreachable: the last tolerance is 0")
+    return GroupingPlan(0.0, random_fraction, exact, exact)
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
@@ -445,6 +444,11 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
 
 def estimated_real_token_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: int) -> float:
     """Real-token fraction of ``order`` cut into consecutive batches of ``batch_size`` (the DataLoader's cut)."""
-    order = list(order)
-    return real_token_fraction(lengths, [order[i:i + batch_size] for i in range(0, len(order), batch_size)])
-
+    ordered = np.asarray(lengths, dtype=np.int64)[np.asarray(order, dtype=np.int64)]
+    if not len(ordered):
+        return 1.0
+    full = len(ordered) // batch_size * batch_size
+    padded = int(ordered[:full].reshape(-1, batch_size).max(axis=1).sum()) * batch_size
+    if full < len(ordered):  # the short last batch
+        padded += int(ordered[full:].max()) * (len(ordered) - full)
+    return int(ordered.sum()) / padded

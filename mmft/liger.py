@@ -30,23 +30,6 @@ logger = logging.getLogger(__name__)
 
 LIGER_INSTALL_HINT = "pip install liger-kernel  (or: pip install -e '.[liger]')"
 
-# VLM model types of mmft's families that liger-kernel patches, as of its MODEL_TYPE_TO_APPLY_LIGER_FN table
-# (upstream main, 2026). Only used to word the errors when liger-kernel is not installed; the check itself always
-# uses the installed package's table, which is what transformers will apply.
-LIGER_VLM_MODEL_TYPES = (
-    "gemma3",
-    "glm4v",
-    "internvl",
-    "llava",
-    "mllama",
-    "paligemma",
-    "qwen2_5_vl",
-    "qwen2_vl",
-    "qwen3_vl",
-    "qwen3_vl_moe",
-    "smolvlm",
-)
-
 # Model types whose Liger patch fuses the loss itself but patches the language model by the *text* model's type
 # (``config.text_config.model_type``), so that type must be in Liger's table as well.
 PATCHES_LANGUAGE_MODEL_BY_TYPE = ("llava", "internvl", "smolvlm")
@@ -89,8 +72,9 @@ def _liger_version() -> str:
 def _model_type_problem(config, supported: set[str]) -> str | None:
     """Why Liger would not (fully) patch a model with this config, or None when it would."""
     model_type = getattr(config, "model_type", None)
-    covered = sorted(set(LIGER_VLM_MODEL_TYPES) & supported) or sorted(LIGER_VLM_MODEL_TYPES)
-    listed = ", ".join(covered)
+    from .families import REGISTRY
+
+    listed = ", ".join(sorted(set(REGISTRY) & supported)) or "none"
     if model_type not in supported:
         return (
             f"liger-kernel ({_liger_version()}) has no kernels for model type {model_type!r}: transformers would "

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from .inference import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 UNSAFE_ADAPTER_WEIGHTS = "adapter_model.bin"
@@ -36,7 +38,7 @@ CARD_NAME = "README.md"
 # Files that make a folder a processor/tokenizer folder: when the adapter folder has one, the processor saved with
 # the adapter (the one training used, chat template included) wins over the base's.
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
-DTYPES = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {name: "auto" if dtype == "auto" else getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 MERGEABLE_PEFT_TYPES = ("LORA",)  # DoRA is LoRA with use_dora; both merge exactly
 # A Hub repository id: "name" or "owner/name" (a local path has other separators, a leading "/", "." or "~").
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -186,6 +188,30 @@ def merged_model_card(model_name: str, base_name: str, adapter_dir: Path, adapte
 
 
 # ---- merging --------------------------------------------------------------------------------------------------------
+def load_adapter_model(adapter_dir: str | os.PathLike, dtype: str = "auto", *, base: str | None = None,
+                       revision: str | None = None, trust_remote_code: bool = False,
+                       log: Callable[[str], None] = lambda message: None):
+    """``(peft_model, processor, base_name, processor_from)``: the base model with the adapter applied, unmerged.
+
+    The base is ``base_model_name_or_path`` of ``adapter_config.json`` (or ``base``), at the revision the adapter
+    recorded (an explicit ``base`` or ``revision`` is taken as is); the processor saved beside the adapter wins over
+    the base's. Shared by ``merge_adapter`` and ``mmft eval``/``predict`` (``inference.load_for_inference``).
+    """
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    adapter_config = read_adapter_config(adapter_dir)
+    base_name, base_path = resolve_base(adapter_config, base)
+    if revision is None and not base:  # the recorded revision belongs to the recorded base
+        revision = adapter_config.get("revision")
+    log(f"Loading base model {base_name} (dtype {dtype})")
+    model = load_base_model(base_path, dtype, revision, trust_remote_code)
+    log(f"Applying adapter {adapter_dir}")
+    model = PeftModel.from_pretrained(model, adapter_dir)
+    processor, processor_from = load_processor_for_merge(adapter_dir, base_path, trust_remote_code, revision)
+    return model, processor, base_name, processor_from
+
+
 def _check_output_dir(out_dir: Path, adapter_dir: Path) -> None:
     if out_dir.resolve() == adapter_dir.resolve():
         raise MergeError("OUT_DIR is the adapter folder: write the merged model to a new folder.")
@@ -210,27 +236,19 @@ def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, dt
 
     Returns the output folder.
     """
-    from peft import PeftModel
     from transformers import GenerationConfig
 
     if dtype not in DTYPES:
         raise MergeError(f"Unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    adapter_config = read_adapter_config(adapter_dir)
+    adapter_config = read_adapter_config(adapter_dir)  # a bad adapter folder is the first thing to report
     _check_output_dir(out_dir, adapter_dir)
-    base_name, base_path = resolve_base(adapter_config, base)
-    # The recorded revision belongs to the recorded base; an explicit --base is taken as is.
-    revision = None if base else adapter_config.get("revision")
-
-    log(f"Loading base model {base_name} (dtype {dtype})")
-    model = load_base_model(base_path, dtype, revision, trust_remote_code)
-    log(f"Applying adapter {adapter_dir}")
-    model = PeftModel.from_pretrained(model, adapter_dir)
+    model, processor, base_name, processor_from = load_adapter_model(adapter_dir, dtype, base=base,
+                                                                     trust_remote_code=trust_remote_code, log=log)
     log("Merging adapter weights into the base weights")
     model = model.merge_and_unload(safe_merge=True)  # safe_merge: refuses to write NaN/inf weights
     if (adapter_dir / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(adapter_dir)
-    processor, processor_from = load_processor_for_merge(adapter_dir, base_path, trust_remote_code, revision)
     if getattr(processor, "chat_template", None) is None:
         log(f"Warning: the processor (from {processor_from}) has no chat template; set one before serving chats.")
 

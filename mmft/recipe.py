@@ -98,18 +98,21 @@ def generate_samples(trainer, eval_dataset, n: int) -> dict:
 
 
 def run_recipe(model_args: ModelArguments, data_args: DataArguments, training_args: VLMTrainingArguments, *,
-               perplexity: bool = False, sample_generations: int = 0):
-    """Train and evaluate as the recipes do; returns the ``VLMTrainer`` (its output folder holds the results).
+               perplexity: bool = False, sample_generations: int = 0, train_source=None, eval_source=None):
+    """Train and evaluate as the recipes do; returns the ``VLMTrainer`` (its output folder holds the results, and
+    ``trainer.run_metrics`` every metric of the run: before training, training, after training).
 
     Args:
         perplexity: also report ``eval_perplexity`` (exp of ``eval_loss``), before and after training.
         sample_generations: after the final evaluation, generate this many evaluation answers to read (see
             :func:`generate_samples`).
+        train_source, eval_source: datasets given as objects (``datasets`` objects, lists of records), instead of
+            ``--dataset_name`` / ``--eval_dataset_name`` (``mmft.finetune`` from a notebook).
     """
     setup_logging(training_args)
     set_seed(training_args.seed)
 
-    train_dataset, eval_dataset = load_datasets(data_args, training_args=training_args)
+    train_dataset, eval_dataset = load_datasets(data_args, train_source, eval_source, training_args)
     logger.info("Training records: %s; evaluation records: %s",
                 len(train_dataset) if hasattr(train_dataset, "__len__") else "streamed",
                 len(eval_dataset) if eval_dataset is not None else "none")
@@ -128,6 +131,7 @@ def run_recipe(model_args: ModelArguments, data_args: DataArguments, training_ar
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
+    trainer.run_metrics = {**before, **train_result.metrics}
 
     if eval_dataset is not None:
         metrics = _evaluate(trainer, "eval", perplexity)
@@ -136,6 +140,7 @@ def run_recipe(model_args: ModelArguments, data_args: DataArguments, training_ar
         if trainer.is_world_process_zero():
             _print_summary(training_args, before, metrics, len(eval_dataset), perplexity)
         trainer.describe_run(metrics=metrics)
+        trainer.run_metrics.update(metrics)
     # README.md: base model, data, settings, the metrics above and how to load the model. With --push_to_hub the
     # main process uploads the output folder (model, processor and chat template, results, this card) to
     # --hub_model_id; the token comes from HF_TOKEN or `hf auth login` and is never written anywhere.

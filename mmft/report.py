@@ -63,8 +63,8 @@ _NOT_CURVES = ("_runtime", "_samples_per_second", "_steps_per_second", "_dropped
 
 
 def report_file_name(metric_key_prefix: str = "eval") -> str:
-    """``eval_report.html`` for the usual prefix, ``<prefix>_report.html`` otherwise (like the predictions file)."""
-    return REPORT_FILE if metric_key_prefix == "eval" else f"{metric_key_prefix}_report.html"
+    """``<prefix>_report.html``: ``eval_report.html`` for the usual prefix (like the predictions file)."""
+    return f"{metric_key_prefix}_report.html"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -114,7 +114,9 @@ def thumbnail_data_uri(record: Mapping, *, size: int = THUMBNAIL_SIZE,
     if not images:
         return None, "no image"
     try:
-        image = load_image(images[0], root=record.get("image_root"), record_id=record.get("id"), **load_options)
+        # max_pixels: a JPEG decodes at reduced scale (PIL draft), no full-size decode for a 96-px thumbnail.
+        image = load_image(images[0], root=record.get("image_root"), record_id=record.get("id"),
+                           max_pixels=4 * size * size, **load_options)
     except Exception as exc:  # ImageLoadError, or anything a broken file throws
         return None, f"image unavailable: {exc}"
     image.thumbnail((size, size))

@@ -90,11 +90,7 @@ def generate_records(split: str, size: int, seed: int | None = None, turns: tupl
 
     ``turns`` is the (min, max) number of question/answer turns per record; evaluation data uses one.
     """
-    rng = random.Random(SPLIT_SEEDS.get(split, 0) * 1_000_003 + (seed or 0))
-    for i in range(size):
-        colour, shape, side = rng.choice(tuple(COLOURS)), rng.choice(SHAPES), rng.choice(SIDES)
-        image = draw_shape(colour, shape, side, rng)
-        truth = {"colour": colour, "shape": shape, "side": side}
+    for i, rng, truth, image in _draw(split, size, seed):
         kinds = rng.sample(tuple(QUESTIONS), k=rng.randint(*turns))
         conversations = []
         for turn, kind in enumerate(kinds):

@@ -258,8 +258,10 @@ def _relative_images(transform: Transform | None, root: str) -> Transform:
     def relativise(ref):
         if isinstance(ref, Mapping) and not ref.get("bytes") and isinstance(ref.get("path"), str):
             path = Path(ref["path"])
-            if path.is_absolute() and path.resolve().is_relative_to(root_path):
-                return {"bytes": None, "path": str(path.resolve().relative_to(root_path))}
+            if path.is_absolute():
+                resolved = path.resolve()
+                if resolved.is_relative_to(root_path):
+                    return {"bytes": None, "path": str(resolved.relative_to(root_path))}
         return ref
 
     def apply(row, index: int):
@@ -443,8 +445,6 @@ def load_records(
 def _find_card(name: str) -> DataCard | None:
     try:
         return find_card(name)
-    except CardError:
-        raise
     except OSError:  # a name that is not a valid file name (e.g. a Hub id with odd characters)
         return None
 

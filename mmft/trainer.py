@@ -85,6 +85,8 @@ class VLMTrainer(Trainer):
         self.generation_collator = generation_collator
         self.num_dropped = 0
         self.num_shrunk = 0  # training samples whose images were shrunk to fit max_length (overlength_policy=shrink)
+        self._eval_dropped = 0  # over-length samples left out of the current evaluation's loss (this process)
+        self.run_metrics = {}  # every metric of a recipe run (mmft.recipe.run_recipe fills it)
         self._generation_dataset = None
         self._last_loss = None  # detached: read (synchronising) only when reporting a non-finite step
         self._nonfinite_loss = None  # any micro-batch of the current optimizer step had a non-finite loss
@@ -100,12 +102,12 @@ class VLMTrainer(Trainer):
 
     # ---- training ---------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        shrunk = inputs.pop(NUM_SHRUNK_KEY, None)
-        if shrunk is not None and model.training:  # evaluation-loss batches are not training samples
-            self.num_shrunk += int(shrunk)
-        dropped = inputs.pop(NUM_DROPPED_KEY, None)
-        if dropped is not None:
-            self.num_dropped += int(dropped)
+        shrunk, dropped = inputs.pop(NUM_SHRUNK_KEY, None), inputs.pop(NUM_DROPPED_KEY, None)
+        if model.training:  # evaluation-loss batches are not training samples (train_dropped/shrunk_samples)
+            self.num_shrunk += int(shrunk or 0)
+            self.num_dropped += int(dropped or 0)
+        else:  # reported as <prefix>_dropped_samples by evaluation_loop
+            self._eval_dropped += int(dropped or 0)
         if inputs["input_ids"].numel() == 0:
             # Every sample of this batch was over max_length and dropped. Return a zero loss that still touches
             # every trainable parameter, so distributed gradient reduction stays in step across processes.
@@ -318,8 +320,11 @@ class VLMTrainer(Trainer):
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
+        self._eval_dropped = 0
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
                                          metric_key_prefix)
+        if self._eval_dropped:  # --overlength_policy drop: the loss left these out; say how many
+            output.metrics[f"{metric_key_prefix}_dropped_samples"] = self._eval_dropped
         dataset = self._generation_dataset
         if self.args.eval_generation and self.generation_collator is not None and dataset is not None:
             output.metrics.update(self.generate_and_score(dataset, metric_key_prefix))
@@ -390,7 +395,7 @@ class VLMTrainer(Trainer):
 
     def _write_predictions(self, records, predictions, references, metric_key_prefix):
         os.makedirs(self.args.output_dir, exist_ok=True)
-        name = PREDICTIONS_FILE if metric_key_prefix == "eval" else f"{metric_key_prefix}_predictions.jsonl"
+        name = f"{metric_key_prefix}_predictions.jsonl"  # eval_predictions.jsonl (PREDICTIONS_FILE) for "eval"
         with open(os.path.join(self.args.output_dir, name), "w", encoding="utf-8") as f:
             for record, prediction, refs in zip(records, predictions, references):
                 row = {"id": record["id"], "question": first_user_text(record), "reference": refs[0],

@@ -19,7 +19,6 @@ from transformers import set_seed
 
 from .augment import ImageAugmenter, PromptParaphraser
 from .cards import metrics_for
-from .checkpoints import resolve_resume_checkpoint
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
 from .families import Family, UnsupportedRecordError, family_for
@@ -136,14 +135,20 @@ def build_collators(processor, data_args: DataArguments, family: Family | None =
     return train, generate
 
 
+def default_metrics(dataset_name: str | None) -> tuple[list[str], bool]:
+    """``(metrics, from_card)``: the task's own metrics as the dataset's data card names them (``anls`` for docvqa,
+    ``cider bleu`` for coco-karpathy, none for instruction sets), else ``DEFAULT_METRICS``. Training and ``mmft eval``
+    both use this rule, so eval scores what the run reported."""
+    card_metrics = metrics_for(dataset_name)
+    return (list(DEFAULT_METRICS), False) if card_metrics is None else (card_metrics, True)
+
+
 def resolve_metrics(training_args: VLMTrainingArguments, data_args: DataArguments) -> list[str]:
-    """Fill ``--metrics`` when it was not given: the task's own metrics, as the dataset's data card names them
-    (``anls`` for docvqa, ``cider bleu`` for coco-karpathy, none for instruction sets), else ``DEFAULT_METRICS``."""
+    """Fill ``--metrics`` when it was not given (``default_metrics``)."""
     if training_args.metrics is None:
-        card_metrics = metrics_for(data_args)
-        training_args.metrics = list(DEFAULT_METRICS) if card_metrics is None else card_metrics
+        training_args.metrics, from_card = default_metrics(data_args.dataset_name)
         logger.info("Metrics on generated answers: %s%s", ", ".join(training_args.metrics) or "none",
-                    " (from the data card)" if card_metrics is not None else "")
+                    " (from the data card)" if from_card else "")
     return training_args.metrics
 
 
@@ -186,8 +191,9 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
     """Fine-tune from Python: datasets may be ``datasets`` objects, lists of records, file paths or Hub ids.
 
     Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
-    (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Returns the
-    training and evaluation metrics; the trained model and its model card (``README.md``) are saved to
+    (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Runs the recipes'
+    story (``mmft.recipe.run_recipe``) and returns the run's metrics (before training, training, after training) plus
+    ``"trainer"``; the trained model, the results files and the model card (``README.md``) are saved to
     ``output_dir``, and pushed to the Hub with ``push_to_hub=True`` (``hub_model_id=...``).
     """
     groups = {}
@@ -196,27 +202,9 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
         groups[cls] = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     if kwargs:
         raise TypeError(f"finetune() got unknown argument(s): {', '.join(sorted(kwargs))}")
-    model_args = ModelArguments(model_name_or_path=model, **groups[ModelArguments])
-    data_args = DataArguments(**groups[DataArguments])
-    training_args = VLMTrainingArguments(**groups[VLMTrainingArguments])
-    setup_logging(training_args)
-    train, evaluation = load_datasets(data_args, train_dataset, eval_dataset, training_args)
-    trainer = build_trainer(model_args, data_args, training_args, train, evaluation)
-    results = {}
-    if training_args.eval_before_train and evaluation is not None:
-        results.update(trainer.evaluate(metric_key_prefix="eval_before_train"))
-    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
-                                           is_main_process=trainer.is_world_process_zero())
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.describe_run(model_args, data_args, metrics=results)  # the names as given, for the model card
-    trainer.save_model()  # with --push_to_hub, transformers also pushes here ("Model save")
-    results.update(train_result.metrics)
-    if evaluation is not None:
-        results.update(trainer.evaluate())
-    # README.md (base model, data, settings, the metrics above, usage), written and pushed by the main process only.
-    trainer.describe_run(metrics=results)
-    trainer.create_model_card()
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
-    results["trainer"] = trainer
-    return results
+    from .recipe import run_recipe  # recipe builds on this module: imported at call time
+
+    trainer = run_recipe(ModelArguments(model_name_or_path=model, **groups[ModelArguments]),
+                         DataArguments(**groups[DataArguments]), VLMTrainingArguments(**groups[VLMTrainingArguments]),
+                         train_source=train_dataset, eval_source=eval_dataset)
+    return {**trainer.run_metrics, "trainer": trainer}

@@ -8,7 +8,7 @@ Usage:
 
     # LLaVA-Instruct-150K on Idefics3-8B with LoRA, 8 GPUs under DeepSpeed ZeRO-2:
     accelerate launch --config_file accelerate_configs/deepspeed_zero2.yaml recipes/instruct.py \\
-        --config recipes/configs/instruct/idefics3-8b_llava-instruct-150k_lora.yaml
+        --config recipes/configs/instruct/idefics3-8b_llava-instruct-mix-vsft_lora.yaml
 
     # Your own conversations (LLaVA format, several human/gpt turns per record), more samples to read:
     accelerate launch recipes/instruct.py --model_name_or_path HuggingFaceTB/SmolVLM-500M-Instruct \\

@@ -19,6 +19,7 @@ import pytest
 from mmft import cards
 from mmft.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.metrics import available_metrics
 from mmft.records import RecordError
 from mmft.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
 from mmft.workflow import build_trainer, load_datasets
@@ -209,17 +210,41 @@ def test_cards_cover_the_issue_list_and_are_found_by_name_and_hub_id():
         assert find_card(card.hub_id.upper()) == card  # Hub ids compare case-insensitively
         assert card.license and card.citation and card.prose.strip()
         for metric in card.metrics:
-            assert metric in cards.KNOWN_METRICS
-    from mmft.metrics import available_metrics
-
-    assert set(cards.KNOWN_METRICS) <= set(available_metrics())  # every metric a card may name is bundled
+            assert metric in available_metrics()  # every metric a bundled card names is a bundled metric
     assert find_card("HuggingFaceM4/ChartQA").name == "chartqa"
     assert find_card("nobody/nothing") is None
-    assert metrics_for(DataArguments(dataset_name="docvqa")) == ["anls"]
-    assert metrics_for(DataArguments(dataset_name="HuggingFaceM4/ChartQA")) == ["relaxed_accuracy"]
-    assert metrics_for(DataArguments(dataset_name="coco-karpathy")) == ["cider", "bleu"]
-    assert metrics_for(DataArguments(dataset_name="data/my.jsonl")) is None
-    assert metrics_for(DataArguments()) is None
+    assert metrics_for("docvqa") == ["anls"]
+    assert metrics_for("HuggingFaceM4/ChartQA") == ["relaxed_accuracy"]
+    assert metrics_for("coco-karpathy") == ["cider", "bleu"]
+    assert metrics_for("data/my.jsonl") is None
+    assert metrics_for(None) is None
+
+
+def test_training_and_mmft_eval_take_the_same_default_metrics(tmp_path, monkeypatch):
+    # One rule for both: the card's metrics, even none (instruction sets), else DEFAULT_METRICS. `mmft eval` once
+    # fell back to the default for a card naming none, scoring metrics the run never reported.
+    from mmft import inference
+    from mmft.metrics import DEFAULT_METRICS
+    from mmft.workflow import default_metrics
+
+    assert default_metrics("llava-instruct-150k") == ([], True)
+    assert default_metrics("docvqa") == (["anls"], True)
+    assert default_metrics("data/my.jsonl") == (list(DEFAULT_METRICS), False)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_build(model, processor, family, *, metrics, **kwargs):
+        seen["metrics"] = metrics
+        raise Stop
+
+    monkeypatch.setattr("mmft.sources.load_records", lambda *a, **k: [{}])
+    monkeypatch.setattr(inference, "load_for_inference", lambda *a, **k: (None, None, None))
+    monkeypatch.setattr(inference, "build_inference_trainer", fake_build)
+    with pytest.raises(Stop):
+        inference.evaluate_model("some-model", "llava-instruct-150k", output_dir=str(tmp_path))
+    assert seen["metrics"] == []
 
 
 def test_card_config_and_split_are_checked_before_any_download(tmp_path, monkeypatch):
@@ -294,7 +319,7 @@ def test_a_user_card_folder_and_a_card_file_path(tmp_path, monkeypatch):
         load_records("x.jsonl", card="nope")
     monkeypatch.setenv("MMFT_DATA_CARDS", str(tmp_path))
     assert find_card("mine").name == "mine" and find_card("me/mine").name == "mine"
-    assert metrics_for(DataArguments(dataset_name="mine")) == ["vqa_accuracy"]
+    assert metrics_for("mine") == ["vqa_accuracy"]
     with pytest.raises(CardError, match="no YAML front matter"):
         parse_card("# just prose\n", "x.md")
 

@@ -116,6 +116,19 @@ def test_every_problem_listed_with_its_record_id(tmp_path, capsys):
         assert "bad.jsonl:2: not valid JSON" in output
 
 
+def test_decoding_images_files_each_problem_under_the_same_kind(tmp_path, capsys):
+    # With --decode_images the image loader itself refuses the over-cap image; its error's kind must still say
+    # image_too_large (a message-text match once filed it as unreadable_image).
+    path = write_problem_file(tmp_path)
+    code, out = run_cli(["data", "check", str(path), "--max_image_pixels", "5000", "--decode_images", "--json",
+                         "--no_progress"], capsys)
+    assert code == 1
+    report = json.loads(out)
+    listed = {kind: [example["id"] for example in entry["examples"]] for kind, entry in report["problems"].items()}
+    for record_id, kind in EXPECTED.items():
+        assert listed.get(kind) == [record_id], (kind, listed)
+
+
 def test_clean_file_exits_zero_with_summary(shapes_dir, capsys):
     code, out = run_cli(["data", "check", str(shapes_dir["train"]), "--json", "--no_progress"], capsys)
     assert code == 0

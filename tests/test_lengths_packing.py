@@ -18,7 +18,6 @@ from mmft.lengths import (
     LengthGroupedSampler,
     estimated_real_token_fraction,
     plan_length_grouping,
-    real_token_fraction,
     record_lengths,
 )
 from mmft.packing import PaddingFreeCollator, PaddingFreeError, check_padding_free, pack
@@ -158,7 +157,10 @@ def test_two_ranks_get_disjoint_equal_shards_of_similar_length(n):
     pairs = [a + b for a, b in zip(shards[0], shards[1])][:-1]
     shuffled = np.random.default_rng(3).permutation(n).tolist()
     random_pairs = [shuffled[i:i + 16] for i in range(0, n - 16, 16)]
-    assert real_token_fraction(lengths, pairs) > real_token_fraction(lengths, random_pairs) + 0.3
+    assert all(len(pair) == 16 for pair in pairs + random_pairs)  # whole steps: cut into 16s, as below
+    flat_pairs, flat_random = [i for p in pairs for i in p], [i for p in random_pairs for i in p]
+    assert (estimated_real_token_fraction(lengths, flat_pairs, 16)
+            > estimated_real_token_fraction(lengths, flat_random, 16) + 0.3)
 
 
 def test_pack_lays_out_one_row_with_restarting_positions(tiny_processor, shapes_dir):
@@ -175,10 +177,9 @@ def test_pack_lays_out_one_row_with_restarting_positions(tiny_processor, shapes_
     assert packed["input_ids"][0].tolist() == [t for row, n in zip(batch["input_ids"].tolist(), lengths)
                                                for t in row[:n]]
     assert packed["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
-    expected_labels, start = [], 0
+    expected_labels = []
     for row, n in zip(batch["labels"].tolist(), lengths):
         expected_labels += [IGNORE_INDEX] + row[1:n]
-        start += n
     assert packed["labels"][0].tolist() == expected_labels
     assert (packed["labels"] != IGNORE_INDEX).sum() == (batch["labels"] != IGNORE_INDEX).sum()  # starts unsupervised
     assert PaddingFreeCollator(collator).processor is tiny_processor  # attributes fall through

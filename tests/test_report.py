@@ -168,6 +168,9 @@ def _chromium() -> str | None:
 def _browser(tmp_path, *args) -> subprocess.CompletedProcess:
     exe = _chromium()
     if exe is None:
+        # .ci/run installs Chromium, so in CI its absence is a broken install step, not a reason to skip.
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("no Chromium on PATH under CI: .ci/run should have installed it (apt-get install chromium)")
         pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
     command = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",

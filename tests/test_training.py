@@ -75,6 +75,10 @@ def test_overlength_drop_completes_training_and_reports_the_count(tiny_llava_dir
         result = trainer.train()
     assert result.metrics["train_dropped_samples"] == expected_dropped
     assert f"Dropped {expected_dropped} training samples" in caplog.text
+    # An evaluation's drops are its own: reported with its metrics, never added to the training count.
+    trainer.args.eval_generation = False
+    metrics = trainer.evaluate(eval_dataset=train)
+    assert metrics["eval_dropped_samples"] == expected_dropped and trainer.num_dropped == expected_dropped
 
 
 def test_evaluation_generates_an_answer_for_every_record(tiny_llava_dir, shapes_dir, tmp_path):

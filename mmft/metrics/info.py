@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import evaluate
 
-__all__ = ["text_metric_info"]
+__all__ = ["mean_score", "text_metric_info"]
 
 
 def text_metric_info(description: str, citation: str, inputs_description: str, **kwargs: Any) -> evaluate.MetricInfo:
@@ -36,3 +36,11 @@ def text_metric_info(description: str, citation: str, inputs_description: str, *
         ),
         **kwargs,
     )
+
+
+def mean_score(name: str, scores: list[float]) -> dict[str, float]:
+    """``{name: mean of scores}``; an empty batch is an error: a mean over zero samples is undefined, and 0.0 would
+    pass off an empty eval split as a real score."""
+    if not scores:
+        raise ValueError(f"{name}: no predictions to score (empty batch).")
+    return {name: sum(scores) / len(scores)}

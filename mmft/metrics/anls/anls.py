@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import evaluate
 
-from mmft.metrics.info import text_metric_info
+from mmft.metrics.info import mean_score, text_metric_info
 
 _CITATION = """\
 @inproceedings{biten2019scene,
@@ -109,6 +109,4 @@ class Anls(evaluate.Metric):
 
     def _compute(self, predictions, references, threshold: float = THRESHOLD) -> dict[str, float]:
         scores = [anls_sample(p, refs, threshold) for p, refs in zip(predictions, references, strict=True)]
-        if not scores:
-            raise ValueError("anls: no predictions to score (empty batch).")
-        return {"anls": sum(scores) / len(scores)}
+        return mean_score("anls", scores)

@@ -84,8 +84,6 @@ class Bleu(evaluate.Metric):
 
         if not predictions:
             raise ValueError("bleu: no predictions to score (empty batch).")
-        if len(predictions) != len(references):
-            raise ValueError(f"bleu: {len(predictions)} predictions but {len(references)} reference lists.")
         score = sacrebleu.corpus_bleu(
             list(predictions), reference_streams(references), lowercase=lowercase, tokenize=tokenize
         )

@@ -19,7 +19,7 @@ from collections import Counter
 
 import evaluate
 
-from mmft.metrics.info import text_metric_info
+from mmft.metrics.info import mean_score, text_metric_info
 
 _CITATION = """\
 @inproceedings{vedantam2015cider,
@@ -153,7 +153,4 @@ class Cider(evaluate.Metric):
         )
 
     def _compute(self, predictions, references) -> dict[str, float]:
-        if not predictions:
-            raise ValueError("cider: no predictions to score (empty batch).")
-        scores = cider_d_scores(predictions, references)
-        return {"cider": sum(scores) / len(scores)}
+        return mean_score("cider", cider_d_scores(predictions, references) if predictions else [])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import evaluate
 
-from mmft.metrics.info import text_metric_info
+from mmft.metrics.info import mean_score, text_metric_info
 from mmft.metrics.normalize import normalize_exact_match
 
 _CITATION = """\
@@ -62,7 +62,4 @@ class ExactMatch(evaluate.Metric):
 
     def _compute(self, predictions, references) -> dict[str, float]:
         scores = [exact_match_sample(pred, refs) for pred, refs in zip(predictions, references, strict=True)]
-        if not scores:
-            # A mean over zero samples is undefined; returning 0.0 would pass off an empty eval split as a real score.
-            raise ValueError("exact_match: no predictions to score (empty batch).")
-        return {"exact_match": sum(scores) / len(scores)}
+        return mean_score("exact_match", scores)

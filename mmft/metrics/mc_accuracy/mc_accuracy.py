@@ -11,7 +11,7 @@ import string
 
 import evaluate
 
-from mmft.metrics.info import text_metric_info
+from mmft.metrics.info import mean_score, text_metric_info
 from mmft.metrics.normalize import normalize_exact_match
 
 _CITATION = """\
@@ -147,6 +147,4 @@ class McAccuracy(evaluate.Metric):
         scores = [
             mc_sample(p, refs, opts) for p, refs, opts in zip(predictions, references, per_question, strict=True)
         ]
-        if not scores:
-            raise ValueError("mc_accuracy: no predictions to score (empty batch).")
-        return {"mc_accuracy": sum(scores) / len(scores)}
+        return mean_score("mc_accuracy", scores)

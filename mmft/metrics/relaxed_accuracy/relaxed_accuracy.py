@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 import evaluate
 
-from mmft.metrics.info import text_metric_info
+from mmft.metrics.info import mean_score, text_metric_info
 from mmft.metrics.normalize import normalize_exact_match
 
 _CITATION = """\
@@ -117,6 +117,4 @@ class RelaxedAccuracy(evaluate.Metric):
             if not refs:
                 raise ValueError(f"relaxed_accuracy: prediction {i} has no reference answer; give at least one.")
             scores.append(float(any(relaxed_correct(prediction, ref, max_relative_change) for ref in refs)))
-        if not scores:
-            raise ValueError("relaxed_accuracy: no predictions to score (empty batch).")
-        return {"relaxed_accuracy": sum(scores) / len(scores)}
+        return mean_score("relaxed_accuracy", scores)

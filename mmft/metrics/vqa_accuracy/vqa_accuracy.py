@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import evaluate
 
-from mmft.metrics.info import text_metric_info
+from mmft.metrics.info import mean_score, text_metric_info
 from mmft.metrics.normalize import normalize_vqa_answer
 
 _CITATION = """\
@@ -102,7 +102,4 @@ class VqaAccuracy(evaluate.Metric):
 
     def _compute(self, predictions, references) -> dict[str, float]:
         scores = [vqa_sample_accuracy(pred, refs) for pred, refs in zip(predictions, references, strict=True)]
-        if not scores:
-            # A mean over zero samples is undefined; returning 0.0 would pass off an empty eval split as a real score.
-            raise ValueError("vqa_accuracy: no predictions to score (empty batch).")
-        return {"vqa_accuracy": sum(scores) / len(scores)}
+        return mean_score("vqa_accuracy", scores)
