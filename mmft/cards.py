@@ -55,6 +55,7 @@ from typing import Any
 
 import yaml
 
+from .errors import UsageError
 from .metrics import available_metrics
 from .records import RecordError
 
@@ -113,7 +114,7 @@ _CARD_KEYS = {
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*(?:\n|\Z)(.*)\Z", re.DOTALL)
 
 
-class CardError(ValueError):
+class CardError(UsageError):
     """A data card that cannot be used; the message names the card file and the field."""
 
 

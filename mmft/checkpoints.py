@@ -19,13 +19,15 @@ import os
 import re
 from pathlib import Path
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "mmft_checkpoint_complete"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-class IncompleteCheckpointError(RuntimeError):
+class IncompleteCheckpointError(UsageError, RuntimeError):
     """Asked to resume from a checkpoint whose writing never finished."""
 
 

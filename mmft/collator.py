@@ -35,6 +35,7 @@ from PIL import Image
 
 from . import images as images_lib
 from .augment import ImageAugmenter, PromptParaphraser, sample_rng
+from .errors import UsageError
 from .families import Family, family_for_processor
 from .records import prompt_and_answer
 
@@ -53,7 +54,7 @@ NUM_DROPPED_KEY = "mmft_num_dropped"  # popped by VLMTrainer before the forward 
 NUM_SHRUNK_KEY = "mmft_num_shrunk"  # likewise
 
 
-class OverlengthError(ValueError):
+class OverlengthError(UsageError):
     """A sample is longer than ``max_length`` after image expansion and the policy is ``error``."""
 
 

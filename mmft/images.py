@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .errors import UsageError
+
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "image_size", "load_image"]
 
 # Decompression-bomb cap: 64 megapixels (e.g. 8000x8000). That is above what real training images are (phone and
@@ -58,7 +60,7 @@ _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _WHITE = (255, 255, 255, 255)
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UsageError):
     """Raised for any image that cannot be used; the message names the record id (when given), the ref (path/kind)
     and what to do. ``kind`` sorts it for reports (``mmft data check``): ``missing_image``, ``image_outside_root``,
     ``image_too_large`` or ``unreadable_image``."""

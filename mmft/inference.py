@@ -30,6 +30,7 @@ import re
 import sys
 from pathlib import Path
 
+from .errors import UsageError
 from .metrics import DEFAULT_METRICS  # when no data card names the metrics
 
 logger = logging.getLogger("mmft")
@@ -39,7 +40,7 @@ DTYPE_NAMES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "f
 PREDICT_PLACEHOLDER_ANSWER = "(to be generated)"  # records end with an assistant turn; generation drops it
 
 
-class InferenceError(ValueError):
+class InferenceError(UsageError):
     """The model, the data or the output cannot be used; the message says what to do."""
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 
+from .errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 LIGER_INSTALL_HINT = "pip install liger-kernel  (or: pip install -e '.[liger]')"
@@ -35,7 +37,7 @@ LIGER_INSTALL_HINT = "pip install liger-kernel  (or: pip install -e '.[liger]')"
 PATCHES_LANGUAGE_MODEL_BY_TYPE = ("llava", "internvl", "smolvlm")
 
 
-class LigerUnavailableError(RuntimeError):
+class LigerUnavailableError(UsageError, RuntimeError):
     """``--use_liger_kernel`` cannot work here (package, device or model type); the message says what to do."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .errors import UsageError
 from .inference import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -47,7 +48,7 @@ _ADAPTER_ONLY_TAGS = re.compile(r"^(base_model:|peft$|adapter$)")
 MERGED_TAGS = ("mmft", "merged-adapter")
 
 
-class MergeError(ValueError):
+class MergeError(UsageError):
     """The adapter, the base model or the output folder cannot be used; the message says what to do."""
 
 

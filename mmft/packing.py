@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .collator import IGNORE_INDEX
+from .errors import UsageError
 
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 # Per-token keys laid out like input_ids: flattened with it. Everything else (pixels, image sizes, grids) is
@@ -35,7 +36,7 @@ FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 TOKEN_KEYS = ("input_ids", "labels", "token_type_ids", "mm_token_type_ids")
 
 
-class PaddingFreeError(ValueError):
+class PaddingFreeError(UsageError):
     """Padding-free batching was asked for where it would be wrong or cannot run."""
 
 

@@ -65,6 +65,8 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from .errors import UsageError
+
 __all__ = [
     "IMAGE_PLACEHOLDER",
     "ROLES",
@@ -90,7 +92,7 @@ _IMAGE_REF_KEYS = ("image", "url", "path")
 _TYPED_EXAMPLE = "[{'type': 'image'}, {'type': 'text', 'text': '...'}]"
 
 
-class RecordError(ValueError):
+class RecordError(UsageError):
     """A record (or, from :func:`validate_all`, several records) cannot be turned into a canonical record.
 
     ``record_id`` and ``field`` name what is wrong (both ``None`` for the :func:`validate_all` summary, which lists

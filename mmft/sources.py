@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from .cards import CardError, DataCard, detect_mapping, find_card, list_cards
+from .errors import UsageError
 from .records import RecordError, gc_paused, to_canonical, validate_all
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ BUILTIN_DATASETS = ("shapes", "shapes-captions", "shapes-multiturn")  # generate
 Transform = Callable[[Any, int], Any]
 
 
-class SourceError(ValueError):
+class SourceError(UsageError):
     """A dataset that cannot be read at all (missing file, malformed JSON, unknown name, unknown layout)."""
 
 

@@ -26,10 +26,12 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 
-class UnsupportedRecordError(ValueError):
+class UnsupportedRecordError(UsageError):
     """A record holds something its model family cannot take (too many images, no image at all)."""
 
 
