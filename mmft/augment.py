@@ -38,6 +38,8 @@ from pathlib import Path
 from PIL import Image, ImageEnhance
 from transformers import TrainerCallback
 
+from .errors import MissingPathError, UsageError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CollatorEpochCallback", "ImageAugmenter", "PromptParaphraser", "sample_rng"]
@@ -73,13 +75,13 @@ class ImageAugmenter:
     def __post_init__(self):
         scale = tuple(float(v) for v in self.crop_scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(
+            raise UsageError(
                 f"--augment_crop_scale must be two numbers 0 < min <= max <= 1 (the fraction of the image area a "
                 f"crop keeps), got {list(self.crop_scale)}. Example: --augment_crop_scale 0.8 1.0"
             )
         object.__setattr__(self, "crop_scale", scale)
         if not 0 <= self.color_jitter < 1:
-            raise ValueError(f"--augment_color_jitter must be in [0, 1), got {self.color_jitter}.")
+            raise UsageError(f"--augment_color_jitter must be in [0, 1), got {self.color_jitter}.")
         if self.hflip:
             logger.warning(
                 "--augment_hflip: images are mirrored half of the time. This breaks any text in the image, charts, "
@@ -128,10 +130,10 @@ class PromptParaphraser:
     def __post_init__(self):
         templates = tuple(self.templates)
         if not templates:
-            raise ValueError(f"{self.source}: no paraphrase templates (one per line, each with {QUESTION_FIELD}).")
+            raise UsageError(f"{self.source}: no paraphrase templates (one per line, each with {QUESTION_FIELD}).")
         for number, template in enumerate(templates, 1):
             if QUESTION_FIELD not in template:
-                raise ValueError(
+                raise UsageError(
                     f"{self.source}: template {number} ({template!r}) has no {QUESTION_FIELD}; every template must "
                     f"say where the question goes, e.g. 'Look at the image and answer: {QUESTION_FIELD}'."
                 )
@@ -141,7 +143,7 @@ class PromptParaphraser:
     def from_file(cls, path: str | Path) -> PromptParaphraser:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"--prompt_paraphrases: {str(path)!r} is not a file.")
+            raise MissingPathError(f"--prompt_paraphrases: {str(path)!r} is not a file.")
         templates = []
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip() or line.lstrip().startswith("#"):

@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import MissingPathError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def resolve_resume_checkpoint(value, output_dir: str | os.PathLike, is_main_proc
         return str(latest)
     path = Path(value)
     if not path.is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder.")
+        raise MissingPathError(f"--resume_from_checkpoint {value}: no such checkpoint folder.")
     if not is_complete(path):
         raise IncompleteCheckpointError(
             f"--resume_from_checkpoint {value}: this checkpoint was never completed (no {COMPLETE_MARKER} file: the "

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .errors import UsageError, report_usage_errors
+
 
 def _info(args):
     import importlib.metadata as metadata
@@ -33,7 +35,8 @@ def _build_tiny_model(args):
         family = args.name.removeprefix("mmft:tiny-")
         fixtures = tiny_fixtures()
         if family not in fixtures:
-            sys.exit(f"Unknown built-in model {args.name!r}. Built-in models: {', '.join(builtin_model_names())}.")
+            raise UsageError(f"Unknown built-in model {args.name!r}. Built-in models: "
+                             f"{', '.join(builtin_model_names())}.")
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         fixtures[family].build(out)
@@ -104,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    args.func(args)
+    # Errors the user can fix (bad flags, data, model choice, an unreachable Hub): one message, exit code 2; other
+    # exceptions are bugs and keep their traceback. MMFT_DEBUG=1 shows the traceback of a usage error too.
+    with report_usage_errors(f"mmft {args.command}"):
+        args.func(args)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ YAML is a complete, reviewable description of a run, and any flag can still be o
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .errors import MissingPathError, UsageError
 from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .metrics import DEFAULT_METRICS
 
@@ -84,7 +86,7 @@ class ModelArguments:
 
     def __post_init__(self):
         if self.load_in_4bit and not self.use_peft:
-            raise ValueError(
+            raise UsageError(
                 "--load_in_4bit trains a LoRA adapter over frozen 4-bit weights (QLoRA); 4-bit weights cannot be "
                 "fine-tuned in full. Drop --use_peft false, or drop --load_in_4bit for full fine-tuning."
             )
@@ -326,9 +328,9 @@ class VLMTrainingArguments(TrainingArguments):
             self.train_sampling_strategy = "group_by_length"
         self.group_by_length = self.train_sampling_strategy == "group_by_length"
         if not 0 < self.length_grouping_target <= 1:
-            raise ValueError(f"--length_grouping_target must be in (0, 1], got {self.length_grouping_target}.")
+            raise UsageError(f"--length_grouping_target must be in (0, 1], got {self.length_grouping_target}.")
         if self.length_grouping_min_gain < 1:
-            raise ValueError(f"--length_grouping_min_gain must be at least 1, got {self.length_grouping_min_gain}.")
+            raise UsageError(f"--length_grouping_min_gain must be at least 1, got {self.length_grouping_min_gain}.")
         super().__post_init__()
         self._default_non_reentrant_checkpointing()
 
@@ -341,12 +343,21 @@ class VLMTrainingArguments(TrainingArguments):
         training threads, so loading stays in the main process (see benchmarks/RESULTS.md for the measurement).
         """
         on_accelerator = not self.use_cpu and _accelerator_available()
-        if self.dataloader_num_workers is None:
+        derived_workers = self.dataloader_num_workers is None
+        if derived_workers:
             self.dataloader_num_workers = min(4, _cores_per_process()) if on_accelerator else 0
         if self.dataloader_persistent_workers is None:
             self.dataloader_persistent_workers = self.dataloader_num_workers > 0
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = on_accelerator
+        if self.dataloader_num_workers == 0:  # what workers do cannot be asked of no workers (torch would refuse late)
+            workers = "--dataloader_num_workers 0" + (" (the default on a CPU-only run)" if derived_workers else "")
+            for flag, asked in (("--dataloader_persistent_workers true", self.dataloader_persistent_workers),
+                                (f"--dataloader_prefetch_factor {self.dataloader_prefetch_factor}",
+                                 self.dataloader_prefetch_factor is not None)):
+                if asked:
+                    raise UsageError(f"{flag} and {workers} conflict: only data-loader workers keep alive or "
+                                     "prefetch batches. Pass --dataloader_num_workers N (N > 0), or drop the first.")
 
     def _default_non_reentrant_checkpointing(self):
         """``--gradient_checkpointing`` checkpoints non-reentrantly unless the kwargs say otherwise.
@@ -364,6 +375,12 @@ class VLMTrainingArguments(TrainingArguments):
                 kwargs = dict(getattr(self, kwargs_name, None) or {})
                 kwargs.setdefault("use_reentrant", False)
                 setattr(self, kwargs_name, kwargs)
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def _launched_world_size() -> int:
@@ -400,10 +417,10 @@ CONFIG_FLAG = "--config"
 def load_yaml_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+        raise MissingPathError(f"Config file {str(path)!r} does not exist.")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping of argument names to values.")
+        raise UsageError(f"{path}: a config file must be a YAML mapping of argument names to values.")
     return data
 
 
@@ -414,7 +431,7 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
         arg = argv[i]
         if arg == CONFIG_FLAG:
             if i + 1 >= len(argv):
-                raise ValueError("--config needs a path to a YAML file.")
+                raise UsageError("--config needs a path to a YAML file.")
             config = argv[i + 1]
             i += 2
             continue
@@ -450,7 +467,7 @@ def parse_args(
         known = {f.name for dataclass_type in dataclass_types for f in fields(dataclass_type) if f.init}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"{config_path}: unknown argument(s) {', '.join(unknown)}. Run the recipe with --help for the list."
             )
         # argparse never applies nargs to defaults: a YAML scalar for a list flag (``metrics: anls``) would stay a
@@ -461,4 +478,91 @@ def parse_args(
             if action.nargs in ("+", "*") and isinstance(value, str) and action.dest not in takes_str:
                 values[action.dest] = [value]
         parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=rest)
+    else:
+        values = {}
+    namespace, unknown_flags = parser.parse_known_args(args=rest)
+    if unknown_flags:
+        raise UsageError(f"Unknown argument(s): {' '.join(unknown_flags)}. Run the recipe with --help for the list.")
+    settle_conflicts(vars(namespace), explicit=_explicit_dests(parser, rest), from_config=set(values),
+                     defaults={f.name: f.default for t in dataclass_types for f in fields(t) if f.init},
+                     config_path=config_path)
+    outputs = []
+    for dataclass_type in dataclass_types:
+        names = {f.name for f in fields(dataclass_type) if f.init}
+        try:
+            outputs.append(dataclass_type(**{k: v for k, v in vars(namespace).items() if k in names}))
+        except ValueError as error:  # the dataclasses' (and TrainingArguments') own checks of the values given
+            raise error if isinstance(error, UsageError) else UsageError(str(error)) from error
+    return tuple(outputs)
+
+
+def _explicit_dests(parser, argv: list[str]) -> set[str]:
+    """The argument names given on the command line (``--flag value``, ``--flag=value``, ``--no_flag``)."""
+    actions = parser._option_string_actions
+    return {actions[a.split("=", 1)[0]].dest for a in argv if a.startswith("-") and a.split("=", 1)[0] in actions}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two settings that cannot hold together: ``setting`` only makes sense under some values of ``depends_on``.
+
+    ``conflicts(values, given)`` says whether the merged ``values`` clash; ``given`` holds the names set on the command
+    line or in the config file (a value left at its default is not a choice anyone made).
+    """
+
+    setting: str
+    depends_on: str
+    conflicts: Callable[[dict, set], bool]
+    reason: str
+
+
+# Each pair is checked after the config file and the flags are merged. When only one side was given on the command
+# line it wins and the other side falls back to its default (derived again later, see VLMTrainingArguments); when
+# both were given on the command line, or both come from the config file, the run stops with one line naming both.
+CONFLICTS = (
+    Conflict("dataloader_persistent_workers", "dataloader_num_workers",
+             lambda v, given: bool(v["dataloader_persistent_workers"]) and v["dataloader_num_workers"] == 0,
+             "persistent workers need data-loader workers"),
+    Conflict("dataloader_prefetch_factor", "dataloader_num_workers",
+             lambda v, given: v["dataloader_prefetch_factor"] is not None and v["dataloader_num_workers"] == 0,
+             "batches are prefetched by data-loader workers, and there are none"),
+    Conflict("group_by_length", "train_sampling_strategy",
+             lambda v, given: bool(v["group_by_length"]) and "train_sampling_strategy" in given
+             and v["train_sampling_strategy"] != "group_by_length",
+             "--group_by_length means --train_sampling_strategy group_by_length"),
+)
+
+
+def _shown(name: str, value) -> str:
+    return f"--{name} {str(value).lower() if isinstance(value, bool) else value}"
+
+
+def settle_conflicts(values: dict, explicit: set[str], from_config: set[str], defaults: dict,
+                     config_path: str | None = None, conflicts=CONFLICTS) -> None:
+    """Resolve ``conflicts`` in the merged ``values`` in place: an explicit flag beats the config file's value.
+
+    Raises ``UsageError`` naming both settings when neither side gives way (both on the command line, both from the
+    config file), or when the value left after giving way still clashes.
+    """
+    given = set(explicit) | set(from_config)
+    for conflict in conflicts:
+        a, b = conflict.setting, conflict.depends_on
+        if a not in values or b not in values or not conflict.conflicts(values, given):
+            continue
+        if (a in explicit) != (b in explicit) and (b if a in explicit else a) in from_config:
+            yielding, winner = (b, a) if a in explicit else (a, b)
+            if _rank() == 0:
+                print(f"mmft: {_shown(yielding, values[yielding])} from {config_path} gives way to "
+                      f"{_shown(winner, values[winner])} on the command line ({conflict.reason}).", file=sys.stderr)
+            values[yielding] = defaults.get(yielding)
+            given.discard(yielding)
+            if not conflict.conflicts(values, given):
+                continue
+        if a in explicit and b in explicit:
+            where = "both on the command line"
+        elif a in from_config and b in from_config and not {a, b} & explicit:
+            where = f"both in {config_path}"
+        else:
+            where = "together"
+        raise UsageError(f"{_shown(a, values[a])} and {_shown(b, values[b])} conflict ({where}): {conflict.reason}. "
+                         "Drop or change one of them.")

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import MissingPathError, UsageError
 from .records import RecordError, _record_id, to_canonical
 
 __all__ = ["PROBLEM_KINDS", "CheckOptions", "DataChecker", "add_data_commands", "check_source", "open_source"]
@@ -173,7 +174,7 @@ class _DetectFromFirstRow:
 
 def _require_file(path: Path) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"Dataset file {str(path)!r} does not exist.")
+        raise MissingPathError(f"Dataset file {str(path)!r} does not exist.")
 
 
 class _JsonlRows:
@@ -226,7 +227,7 @@ def _json_source(path: Path, image_root: str, columns=None, prompt_template: str
     if isinstance(data, Mapping) and isinstance(data.get("data"), list):
         data = data["data"]  # the {"data": [...]} layout training accepts too
     if not isinstance(data, list):
-        raise ValueError(
+        raise UsageError(
             f"{path}: expected a JSON list of records (or an object with a 'data' list), got {type(data).__name__}."
         )
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import time
+from pathlib import Path
 
 USAGE_ERROR_EXIT_CODE = 2  # argparse's code for a usage error; 1 stays "the run failed" (a data check found errors)
 
@@ -23,9 +26,39 @@ class UsageError(ValueError):
     """A problem in what the user asked for (flags, data, model choice), reported as one message, no traceback."""
 
 
-def _is_main_process() -> bool:
-    # torchrun / accelerate launch set RANK; every rank hits the same usage error, only one should say it.
-    return int(os.environ.get("RANK", "0")) == 0
+class MissingPathError(UsageError, FileNotFoundError):
+    """A file or folder the user named does not exist (a config, a checkpoint, a paraphrase file, a dataset)."""
+
+
+class MissingRequirementError(UsageError, RuntimeError):
+    """What the user asked for needs a package or a device this machine lacks (QLoRA without CUDA, ...)."""
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # set by torchrun / accelerate launch on every process
+
+
+def _parent_is_accelerate_launch() -> bool:
+    """Whether this process was started by ``accelerate launch`` (Linux: the parent's command line says so)."""
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [Path(arg.decode(errors="replace")).name for arg in argv[:4]]
+    # `accelerate launch ...` (the console script, maybe run by python) or `python -m accelerate.commands.launch ...`
+    return "accelerate.commands.launch" in words or ("launch" in words and "accelerate" in words)
+
+
+def _end_accelerate_launcher() -> None:
+    """Stop the ``accelerate launch`` process that started this one, after the message has been printed.
+
+    accelerate's launcher turns any non-zero exit of the script into a ``CalledProcessError`` traceback of its own
+    (unless ``--quiet``), burying the one line that says what to fix under thirty that do not. Its SIGTERM handler
+    instead ends it quietly (exit 143) after stopping every process it started, so the message stays the last thing
+    printed. Only ever sent to a parent that is ``accelerate launch``: never to a shell, notebook or torchrun.
+    """
+    if _parent_is_accelerate_launch():
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _hub_offline_errors() -> tuple[type[BaseException], ...]:
@@ -48,15 +81,28 @@ def format_usage_error(error: BaseException, prog: str) -> str:
     return f"{prog}: error: {message}"
 
 
+# Under several processes every rank usually meets the same usage error (they parse the same flags and data). The
+# main process reports at once; another rank waits this long first, so that when the main process met it too the
+# launcher has stopped everything before a second copy is printed, and a rank-specific error is still reported.
+OTHER_RANK_REPORT_DELAY_S = 5.0
+
+
 @contextlib.contextmanager
 def report_usage_errors(prog: str):
-    """Run the body; a usage error ends the process with one message and exit code 2 (``MMFT_DEBUG=1``: raise)."""
+    """Run the body; a usage error ends the process with one message and exit code 2 (``MMFT_DEBUG=1``: raise).
+
+    Programming errors (anything not a usage error) propagate with their traceback, as they should.
+    """
     try:
         yield
     except usage_error_types() as error:
         if os.environ.get("MMFT_DEBUG", "").strip() not in ("", "0"):
             raise
-        if _is_main_process():
-            print(format_usage_error(error, prog), file=sys.stderr, flush=True)
-        # SystemExit, not sys.exit(message): the message is printed once above, by the main process only.
+        rank = _rank()
+        if rank != 0:
+            time.sleep(OTHER_RANK_REPORT_DELAY_S)
+        prefix = f"{prog} (rank {rank})" if rank != 0 else prog
+        print(format_usage_error(error, prefix), file=sys.stderr, flush=True)
+        _end_accelerate_launcher()
+        # SystemExit, not sys.exit(message): the message is printed above, once.
         raise SystemExit(USAGE_ERROR_EXIT_CODE) from None

@@ -27,10 +27,9 @@ import json
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, report_usage_errors
 from .metrics import DEFAULT_METRICS  # when no data card names the metrics
 
 logger = logging.getLogger("mmft")
@@ -310,17 +309,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 def run_command(command: str, function, **kwargs):
     """``function(**kwargs)`` for the ``mmft <command>`` CLI: logging set up, and a known error (bad model, data,
     card or record) ends the process with its message instead of a traceback."""
-    from .cards import CardError
-    from .merge import MergeError
-    from .records import RecordError
-    from .sources import SourceError
     from .workflow import setup_logging
 
     setup_logging()
-    try:
+    with report_usage_errors(f"mmft {command}"):
         return function(**kwargs)
-    except (InferenceError, MergeError, SourceError, CardError, RecordError) as error:
-        sys.exit(f"mmft {command}: {error}")
 
 
 def _eval_command(args):

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from .errors import MissingRequirementError, UsageError
 from .families import Family, family_for
 
 logger = logging.getLogger(__name__)
@@ -45,10 +46,16 @@ def load_processor(model_args):
     from transformers import AutoProcessor
 
     path = resolve_model_path(model_args.model_name_or_path)
-    processor = AutoProcessor.from_pretrained(
-        path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
-    )
-    return processor
+    return _from_pretrained(AutoProcessor, path, revision=model_args.model_revision,
+                            trust_remote_code=model_args.trust_remote_code)
+
+
+def _from_pretrained(auto_class, path: str, **kwargs):
+    """``auto_class.from_pretrained``, with a missing folder, unknown repo or unreachable Hub as a usage error."""
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except OSError as error:  # transformers' message says what is missing and where it looked
+        raise UsageError(f"Cannot load {path!r} with {auto_class.__name__}: {error}") from error
 
 
 def load_model(model_args):
@@ -68,7 +75,7 @@ def load_model(model_args):
     if getattr(model_args, "load_in_4bit", False):
         check_qlora_requirements()  # before any download or allocation: fail in seconds, not deep in bitsandbytes
         kwargs.update(qlora_load_kwargs(model_args, path))
-    return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    return _from_pretrained(AutoModelForImageTextToText, path, **kwargs)
 
 
 # ---- QLoRA ------------------------------------------------------------------------------------------
@@ -87,7 +94,7 @@ def check_qlora_requirements() -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         missing.append(f"the bitsandbytes package (not installed: {QLORA_INSTALL_HINT})")
     if missing:
-        raise RuntimeError(
+        raise MissingRequirementError(
             "--load_in_4bit (QLoRA) needs " + " and ".join(missing) + ". Run on a CUDA GPU with bitsandbytes "
             f"installed ({QLORA_INSTALL_HINT}), or drop --load_in_4bit to train plain LoRA (add --use_dora for DoRA)."
         )
@@ -272,7 +279,7 @@ def lora_target_regex(model: nn.Module, target: str, family: Family | None = Non
         re.compile(target)  # a user regex: fail now, clearly, if it does not compile
         return target
     if paths["language model"] is None:
-        raise ValueError(
+        raise UsageError(
             f"Cannot find the language model of {type(model).__name__} to place LoRA on. Pass --lora_target with "
             "a regex over module paths, or add a family module in mmft/families/."
         )
@@ -284,7 +291,7 @@ def lora_target_regex(model: nn.Module, target: str, family: Family | None = Non
     head = paths["lm head"]
     names = [n for n in names if n != head]  # the output head stays as is (it is huge and rarely helps)
     if not names:
-        raise ValueError(f"No linear layers found for --lora_target {target!r} in {type(model).__name__}.")
+        raise UsageError(f"No linear layers found for --lora_target {target!r} in {type(model).__name__}.")
     return names_to_regex(names)
 
 

@@ -26,6 +26,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import UsageError
+
 COLOURS = {
     "red": (220, 30, 30),
     "green": (30, 170, 40),
@@ -189,7 +191,7 @@ def _records(task: str, split: str, size: int, seed: int | None, turns):
         return generate_caption_records(split, size, seed)
     if task == "multiturn":
         return generate_multiturn_records(split, size, seed, turns)
-    raise ValueError(f"Unknown shapes task {task!r}; choose one of {', '.join(TASKS)}.")
+    raise UsageError(f"Unknown shapes task {task!r}; choose one of {', '.join(TASKS)}.")
 
 
 def write_split(out_dir: str | os.PathLike, split: str, size: int, seed: int | None = None, turns=(1, 1),
@@ -242,11 +244,11 @@ def shapes_split_path(split: str, size: int | None = None, root: str | os.PathLi
     from .testing import cache_dir
 
     if dataset not in DATASET_TASKS:
-        raise ValueError(f"Unknown built-in dataset {dataset!r}; choose one of {', '.join(DATASET_TASKS)}.")
+        raise UsageError(f"Unknown built-in dataset {dataset!r}; choose one of {', '.join(DATASET_TASKS)}.")
     task = DATASET_TASKS[dataset]
     splits = TASK_SPLITS[task]
     if split not in splits:
-        raise ValueError(f"The {dataset} dataset has splits {', '.join(splits)}; got {split!r}.")
+        raise UsageError(f"The {dataset} dataset has splits {', '.join(splits)}; got {split!r}.")
     default_size, turns = splits[split]
     root = Path(root) if root is not None else cache_dir() / "datasets" / "shapes-v1"
     return write_split(root, split, size or default_size, turns=turns, task=task)

@@ -21,6 +21,7 @@ from .augment import ImageAugmenter, PromptParaphraser
 from .cards import metrics_for
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
+from .errors import UsageError
 from .families import Family, UnsupportedRecordError, family_for
 from .liger import check_liger
 from .metrics import DEFAULT_METRICS
@@ -57,11 +58,11 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None,
     """
     train_source = train_source if train_source is not None else data_args.dataset_name
     if train_source is None:
-        raise ValueError("No training data: pass --dataset_name (a data card name such as 'chartqa', a "
+        raise UsageError("No training data: pass --dataset_name (a data card name such as 'chartqa', a "
                          ".json/.jsonl/.parquet file or folder, a Hub id, or 'shapes').")
     if data_args.streaming and training_args is not None and (training_args.max_steps is None
                                                               or training_args.max_steps <= 0):
-        raise ValueError(
+        raise UsageError(
             "--streaming reads the training data as a stream of unknown length, so the number of training steps "
             "cannot be derived from epochs: pass --max_steps N (optimizer steps), or drop --streaming."
         )
@@ -122,7 +123,7 @@ def build_collators(processor, data_args: DataArguments, family: Family | None =
         augmenter = ImageAugmenter(crop_scale=tuple(data_args.augment_crop_scale),
                                    color_jitter=data_args.augment_color_jitter, hflip=data_args.augment_hflip)
     elif data_args.augment_hflip:
-        raise ValueError("--augment_hflip is part of image augmentation: pass --augment_images too.")
+        raise UsageError("--augment_hflip is part of image augmentation: pass --augment_images too.")
     paraphraser = PromptParaphraser.from_file(data_args.prompt_paraphrases) if data_args.prompt_paraphrases else None
     train = VLMCollator(processor, mode="train", max_length=data_args.max_length,
                         overlength_policy=data_args.overlength_policy, augmenter=augmenter, paraphraser=paraphraser,
@@ -156,7 +157,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                   train_dataset=None, eval_dataset=None) -> VLMTrainer:
     """Load processor and model, decide what trains, and wire everything into a ``VLMTrainer``."""
     if model_args.model_name_or_path is None:
-        raise ValueError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")
+        raise UsageError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")
     # Seed before the model exists: LoRA's initialisation draws from the global RNG, and a run must be reproducible
     # from its arguments alone (the notebook path too, not only the recipe).
     set_seed(training_args.seed)

@@ -21,6 +21,7 @@ trained folder again later with `mmft eval OUTPUT_DIR --dataset_name ... --metri
 
 from pathlib import Path
 
+from mmft.errors import report_usage_errors
 from mmft.recipe import parse_recipe_args, run_recipe
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "caption" / "tiny-llava_shapes-captions_full.yaml"
@@ -37,4 +38,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # A bad flag, missing data or a bad record: one message and exit code 2, no traceback (MMFT_DEBUG=1 shows it).
+    with report_usage_errors("recipes/caption.py"):
+        main()

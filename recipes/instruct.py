@@ -21,6 +21,7 @@ eval_results.json holds eval_loss and eval_perplexity (exp of the mean per-token
 
 from pathlib import Path
 
+from mmft.errors import report_usage_errors
 from mmft.recipe import InstructArguments, parse_recipe_args, run_recipe
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "instruct" / "tiny-llava_shapes-multiturn_full.yaml"
@@ -38,4 +39,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # A bad flag, missing data or a bad record: one message and exit code 2, no traceback (MMFT_DEBUG=1 shows it).
+    with report_usage_errors("recipes/instruct.py"):
+        main()

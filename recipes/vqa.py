@@ -24,6 +24,7 @@ Every ``transformers.TrainingArguments`` flag works; `python recipes/vqa.py --he
 
 from pathlib import Path
 
+from mmft.errors import report_usage_errors
 from mmft.recipe import parse_recipe_args, run_recipe
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "vqa" / "tiny-llava_shapes_full.yaml"
@@ -41,4 +42,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # A bad flag, missing data or a bad record: one message and exit code 2, no traceback (MMFT_DEBUG=1 shows it).
+    with report_usage_errors("recipes/vqa.py"):
+        main()

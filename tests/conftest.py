@@ -74,3 +74,17 @@ def shapes_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("shapes")
     return {"train": write_split(root, "train", 64, turns=(1, 3)), "test": write_split(root, "test", 32)}
+
+
+def pytest_report_header(config):
+    """The versions this run tests (constraints.txt pins them; MMFT_CI_LATEST=1 takes the newest)."""
+    from importlib import metadata
+
+    names = ("torch", "torchvision", "transformers", "tokenizers", "peft", "accelerate", "datasets", "evaluate")
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    return "mmft tested with: " + ", ".join(versions)

@@ -72,7 +72,7 @@ class Family:
         """Make ``processor`` ready to render conversations; raise with a clear message when it cannot be."""
         if getattr(processor, "chat_template", None) is None:
             if self.chat_template is None:
-                raise ValueError(
+                raise UsageError(
                     f"The {type(processor).__name__} ({self.name} family) has no chat template, so conversations "
                     "cannot be rendered. Load a processor that ships one (usually the instruction-tuned checkpoint), "
                     "or set `processor.chat_template` before training."

@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
     import evaluate
 
@@ -53,7 +55,7 @@ def metric_path(name: str | os.PathLike[str]) -> Path:
         return (path / f"{path.name}.py").resolve()
     if path.is_file() and path.suffix == ".py":
         return path.resolve()
-    raise ValueError(
+    raise UsageError(
         f"Unknown metric {text!r}: not a bundled metric nor a metric folder/script on disk. "
         f"Available metrics: {', '.join(available_metrics())}. "
         "(A metric folder must contain a script named after it, e.g. my_metric/my_metric.py.)"

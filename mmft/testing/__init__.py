@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
 from .llava import TinyLlavaSpec, build_tiny_llava
 from .tokenizer import CHATML_TEMPLATE, SPECIAL_TOKENS, train_tokenizer
 
@@ -161,4 +162,4 @@ def resolve_builtin_model(name: str) -> str:
     family = name.removeprefix("mmft:tiny-")
     if name.startswith("mmft:tiny-") and family in tiny_fixtures():
         return str(tiny_model_path(family))
-    raise ValueError(f"Unknown built-in model {name!r}. Built-in models: {', '.join(builtin_model_names())}.")
+    raise UsageError(f"Unknown built-in model {name!r}. Built-in models: {', '.join(builtin_model_names())}.")
