@@ -113,6 +113,11 @@ def build(out_dir) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
+        # Cohere's logits are multiplied by logit_scale (default 0.0625, tuned for an 8192-wide model whose hidden
+        # states are large). At width 64 with random tied embeddings that scale squeezes every logit to about +-0.05,
+        # so the loss stays at ln(vocab) whatever LoRA learns; transformers >= 5.25 applies it in AyaVision's forward
+        # too (6.454 -> 6.389 in the matrix's 20 steps). 1.0 keeps the tiny model learnable, as the real one is.
+        logit_scale=1.0,
     )
     config = AyaVisionConfig(
         vision_config=vision_config,
