@@ -276,7 +276,9 @@ def lora_target_regex(model: nn.Module, target: str, family: Family | None = Non
             f"Cannot find the language model of {type(model).__name__} to place LoRA on. Pass --lora_target with "
             "a regex over module paths, or add a family module in mmft/families/."
         )
-    names = linear_module_names(model, paths["language model"])
+    # A vision tower nested in the language model's module (Chameleon's model.vqmodel inside model) stays out.
+    vision = set(linear_module_names(model, paths["vision tower"]))
+    names = [n for n in linear_module_names(model, paths["language model"]) if n not in vision]
     if target == "language+projector":
         names += linear_module_names(model, paths["projector"])
     elif target == "all-linear":
@@ -335,6 +337,9 @@ def prepare_model_for_training(model: nn.Module, model_args) -> nn.Module:
             parameter.requires_grad_(True)
         if model_args.freeze_vision_tower:
             _set_requires_grad(model, paths["vision tower"], False)
+        elif family.vision_tokens_discrete:
+            logger.warning("--freeze_vision_tower false: the %s vision tower turns images into discrete tokens, so "
+                           "no gradient reaches it and it will not change.", family.name)
         if freeze_projector:
             _set_requires_grad(model, paths["projector"], False)
     if model_args.use_peft and not model_args.freeze_vision_tower and model_args.lora_target != "all-linear":

@@ -53,6 +53,8 @@ class Family:
         text_only: whether samples without any image work.
         chat_template: used when the processor ships no chat template (``None``: the processor must have one).
         padding_free_refusal: why padding-free batches (``mmft.packing``) cannot serve this family (None: they can).
+        vision_tokens_discrete: the vision tower turns images into discrete token ids (Chameleon's VQ-VAE), so no
+            gradient ever reaches it: it runs, but cannot train.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Family:
     text_only: bool = True
     chat_template: str | None = None
     padding_free_refusal: str | None = None
+    vision_tokens_discrete: bool = False
 
     # ---- collator hooks ---------------------------------------------------------------------------------------
     def prepare_processor(self, processor) -> None:
