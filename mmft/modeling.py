@@ -68,7 +68,9 @@ def load_model(model_args):
     if getattr(model_args, "load_in_4bit", False):
         check_qlora_requirements()  # before any download or allocation: fail in seconds, not deep in bitsandbytes
         kwargs.update(qlora_load_kwargs(model_args, path))
-    return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    family_for(model).prepare_model(model)
+    return model
 
 
 # ---- QLoRA ------------------------------------------------------------------------------------------
@@ -285,6 +287,8 @@ def lora_target_regex(model: nn.Module, target: str, family: Family | None = Non
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     head = paths["lm head"]
     names = [n for n in names if n != head]  # the output head stays as is (it is huge and rarely helps)
+    family = family or family_for(model)
+    names = [n for n in names if n.rsplit(".", 1)[-1] not in family.lora_exclude]
     if not names:
         raise ValueError(f"No linear layers found for --lora_target {target!r} in {type(model).__name__}.")
     return names_to_regex(names)

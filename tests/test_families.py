@@ -70,7 +70,9 @@ def _model(model_dir):
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(0)
-    return AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    family_for(model).prepare_model(model)  # as mmft.modeling.load_model does
+    return model
 
 
 def _image(seed: int, size=(64, 48)) -> Image.Image:

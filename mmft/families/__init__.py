@@ -53,6 +53,8 @@ class Family:
         text_only: whether samples without any image work.
         chat_template: used when the processor ships no chat template (``None``: the processor must have one).
         padding_free_refusal: why padding-free batches (``mmft.packing``) cannot serve this family (None: they can).
+        lora_exclude: last names of linear modules the ``--lora_target`` presets never adapt (Llama 4's ``router``,
+            an ``nn.Linear`` subclass that returns a tuple, which a LoRA layer cannot wrap).
         vision_tokens_discrete: the vision tower turns images into discrete token ids (Chameleon's VQ-VAE), so no
             gradient ever reaches it: it runs, but cannot train.
     """
@@ -68,7 +70,13 @@ class Family:
     text_only: bool = True
     chat_template: str | None = None
     padding_free_refusal: str | None = None
+    lora_exclude: tuple[str, ...] = ()
     vision_tokens_discrete: bool = False
+
+    # ---- model hook ---------------------------------------------------------------------------------------------
+    def prepare_model(self, model) -> None:
+        """Fix up a freshly loaded model in place (mmft's loaders call it; e.g. Llama 4 casts its bfloat16 pixels to
+        the vision tower's dtype). Must be idempotent. Default: nothing."""
 
     # ---- collator hooks ---------------------------------------------------------------------------------------
     def prepare_processor(self, processor) -> None:
