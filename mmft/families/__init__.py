@@ -11,7 +11,8 @@ overrides a hook) passed to ``register``:
   unsupported record fails at start, naming the record, instead of deep inside the model;
 - hooks into the collator: the image placeholder token(s) the chat template writes, a fallback chat template for
   processors that ship none, the processor's own text rewrites (``rewrite_text``), extra processor-call arguments,
-  and a last look at each batch (``finalize_batch``: e.g. PaliGemma's prefix/suffix ``token_type_ids``).
+  and a last look at each batch (``finalize_batch``: e.g. PaliGemma's prefix/suffix ``token_type_ids``);
+- a fix-up of the loaded model (``prepare_model``, run by mmft's loaders: e.g. Llama 4's pixel dtype cast).
 
 Families are found by ``config.model_type`` (models) or processor class name (processors). Unknown model types fall
 back to the generic layout discovery and say so once. Family modules are discovered, not listed: adding a family is
