@@ -16,10 +16,10 @@ Processor: ``ChameleonProcessor`` expands ``<image>`` into ``<racm3:break><image
 generation prompt that would put a separator between the prompt and the answer that training never had, so it is
 turned off in both modes (``processor_kwargs``); the chat template decides the layout.
 
-Chat template: the checkpoints' processors ship none that closes an assistant turn, so ``CHAT_TEMPLATE`` (used when
-the processor has none) writes ``USER: <image>question\\nASSISTANT: answer</s>\\n``: the answer closed with the
-tokenizer's EOS, which generation stops on. The model never predicts image codes (``ChameleonForConditionalGeneration``
-masks their logits), and they never get labels (they are image tokens).
+Chat template: ``CHAT_TEMPLATE``, used only when the processor has none, writes ``USER: <image>question\\nASSISTANT:
+answer</s>\\n``: the answer closed with the tokenizer's EOS, which generation stops on (not checked against the Hub
+checkpoints' processors, unreachable here; a template of theirs is used as it is). The model never predicts image
+codes (``ChameleonForConditionalGeneration`` masks their logits), and they never get labels (they are image tokens).
 
 Several images per sample and text-only samples in a batch with image samples both work: the processor stacks the
 batch's images and the model fills the ``<image>`` positions in order.
