@@ -278,6 +278,7 @@ class VLMCollator:
         else:
             messages, _ = prompt_and_answer(record)
             text, spans = render(self.processor, messages, add_generation_prompt=True), []
+        text, spans = self.family.rewrite_text(self.processor, text, spans)
         images = self.load_images(record)
         if self.mode == "train" and self.augmenter is not None and images:
             rng = self._rng(record, "image")

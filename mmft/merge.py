@@ -124,12 +124,16 @@ def load_base_model(path: str, dtype: str = "auto", revision: str | None = None,
     if revision:
         kwargs["revision"] = revision
     try:
-        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as error:
         raise MergeError(
             f"Could not load the base model {path!r} ({error}). Check the name (a Hub id needs network access and, "
             "for gated models, `hf auth login`; a local folder needs config.json and *.safetensors), or pass --base."
         ) from error
+    from .families import family_for
+
+    family_for(model).prepare_model(model)  # e.g. Llama 4's pixel cast
+    return model
 
 
 def load_processor_for_merge(adapter_dir: Path, base_path: str, trust_remote_code: bool = False,

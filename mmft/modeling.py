@@ -75,7 +75,9 @@ def load_model(model_args):
     if getattr(model_args, "load_in_4bit", False):
         check_qlora_requirements()  # before any download or allocation: fail in seconds, not deep in bitsandbytes
         kwargs.update(qlora_load_kwargs(model_args, path))
-    return _from_pretrained(AutoModelForImageTextToText, path, **kwargs)
+    model = _from_pretrained(AutoModelForImageTextToText, path, **kwargs)
+    family_for(model).prepare_model(model)
+    return model
 
 
 # ---- QLoRA ------------------------------------------------------------------------------------------
@@ -283,13 +285,17 @@ def lora_target_regex(model: nn.Module, target: str, family: Family | None = Non
             f"Cannot find the language model of {type(model).__name__} to place LoRA on. Pass --lora_target with "
             "a regex over module paths, or add a family module in mmft/families/."
         )
-    names = linear_module_names(model, paths["language model"])
+    # A vision tower nested in the language model's module (Chameleon's model.vqmodel inside model) stays out.
+    vision = set(linear_module_names(model, paths["vision tower"]))
+    names = [n for n in linear_module_names(model, paths["language model"]) if n not in vision]
     if target == "language+projector":
         names += linear_module_names(model, paths["projector"])
     elif target == "all-linear":
         names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     head = paths["lm head"]
     names = [n for n in names if n != head]  # the output head stays as is (it is huge and rarely helps)
+    family = family or family_for(model)
+    names = [n for n in names if n.rsplit(".", 1)[-1] not in family.lora_exclude]
     if not names:
         raise UsageError(f"No linear layers found for --lora_target {target!r} in {type(model).__name__}.")
     return names_to_regex(names)
@@ -342,6 +348,9 @@ def prepare_model_for_training(model: nn.Module, model_args) -> nn.Module:
             parameter.requires_grad_(True)
         if model_args.freeze_vision_tower:
             _set_requires_grad(model, paths["vision tower"], False)
+        elif family.vision_tokens_discrete:
+            logger.warning("--freeze_vision_tower false: the %s vision tower turns images into discrete tokens, so "
+                           "no gradient reaches it and it will not change.", family.name)
         if freeze_projector:
             _set_requires_grad(model, paths["projector"], False)
     if model_args.use_peft and not model_args.freeze_vision_tower and model_args.lora_target != "all-linear":

@@ -102,3 +102,28 @@ def test_generation_stops_on_every_configured_stop_token(tiny_processor):
     assert stop_token_ids(several, tokenizer) == [5, 7, tokenizer.eos_token_id]
     one = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=tokenizer.eos_token_id))
     assert stop_token_ids(one, tokenizer) == [tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_llama4_pixels_follow_the_vision_tower_dtype(dtype):
+    """Llama4ImageProcessor always returns bfloat16 pixels; a model loaded by mmft in float32 (the CPU default) runs
+    them ("expected scalar type Float but found BFloat16" without the family's cast), and a bfloat16 one too."""
+    import torch
+    from PIL import Image
+
+    from mmft.config import ModelArguments
+    from mmft.modeling import load_model, load_processor
+    from mmft.records import to_canonical
+    from mmft.testing import tiny_model_path
+
+    if "llama4" not in tiny_fixtures():
+        pytest.skip("MMFT_TEST_FAMILIES leaves out llama4")
+    args = ModelArguments(model_name_or_path=str(tiny_model_path("llama4")), dtype=dtype)
+    model, processor = load_model(args), load_processor(args)
+    conversations = [{"from": "human", "value": "<image>What?"}, {"from": "gpt", "value": "red"}]
+    record = to_canonical({"id": "r", "image": Image.new("RGB", (64, 48), "red"), "conversations": conversations})
+    batch = VLMCollator(processor)([record])
+    assert batch["pixel_values"].dtype == torch.bfloat16  # the processor's own choice, left as it is
+    with torch.no_grad():
+        output = model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)})
+    assert output.logits.dtype == getattr(torch, dtype) and torch.isfinite(output.loss)

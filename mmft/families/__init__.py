@@ -10,8 +10,9 @@ overrides a hook) passed to ``register``:
 - what its samples may hold (``max_images`` per sample, ``text_only`` samples), checked before training so an
   unsupported record fails at start, naming the record, instead of deep inside the model;
 - hooks into the collator: the image placeholder token(s) the chat template writes, a fallback chat template for
-  processors that ship none, extra processor-call arguments, and a last look at each batch (``finalize_batch``:
-  e.g. PaliGemma's prefix/suffix ``token_type_ids``).
+  processors that ship none, the processor's own text rewrites (``rewrite_text``), extra processor-call arguments,
+  and a last look at each batch (``finalize_batch``: e.g. PaliGemma's prefix/suffix ``token_type_ids``);
+- a fix-up of the loaded model (``prepare_model``, run by mmft's loaders: e.g. Llama 4's pixel dtype cast).
 
 Families are found by ``config.model_type`` (models) or processor class name (processors). Unknown model types fall
 back to the generic layout discovery and say so once. Family modules are discovered, not listed: adding a family is
@@ -53,6 +54,10 @@ class Family:
         text_only: whether samples without any image work.
         chat_template: used when the processor ships no chat template (``None``: the processor must have one).
         padding_free_refusal: why padding-free batches (``mmft.packing``) cannot serve this family (None: they can).
+        lora_exclude: last names of linear modules the ``--lora_target`` presets never adapt (Llama 4's ``router``,
+            an ``nn.Linear`` subclass that returns a tuple, which a LoRA layer cannot wrap).
+        vision_tokens_discrete: the vision tower turns images into discrete token ids (Chameleon's VQ-VAE), so no
+            gradient ever reaches it: it runs, but cannot train.
     """
 
     name: str
@@ -66,6 +71,13 @@ class Family:
     text_only: bool = True
     chat_template: str | None = None
     padding_free_refusal: str | None = None
+    lora_exclude: tuple[str, ...] = ()
+    vision_tokens_discrete: bool = False
+
+    # ---- model hook ---------------------------------------------------------------------------------------------
+    def prepare_model(self, model) -> None:
+        """Fix up a freshly loaded model in place (mmft's loaders call it; e.g. Llama 4 casts its bfloat16 pixels to
+        the vision tower's dtype). Must be idempotent. Default: nothing."""
 
     # ---- collator hooks ---------------------------------------------------------------------------------------
     def prepare_processor(self, processor) -> None:
@@ -82,6 +94,16 @@ class Family:
     def image_placeholders(self, processor) -> list[str]:
         """The token(s) the chat template writes where an image goes, which the processor then expands."""
         return [getattr(processor, "image_token", None) or "<image>"]
+
+    def rewrite_text(self, processor, text: str, spans: list[tuple[int, int]]) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered ``text`` as the processor will tokenise it, with the assistant character ``spans`` moved along.
+
+        For processors that rewrite text beyond expanding image placeholders (Idefics2 inserts a space after an
+        image): the family makes the same rewrite here, before labels are built, so the label builder and the
+        processor tokenise the same text. The rewrite must be one the processor then leaves as it is, and must not
+        touch the assistant spans' text. Default: unchanged.
+        """
+        return text, spans
 
     def processor_kwargs(self, mode: str) -> dict[str, Any]:
         """Extra keyword arguments for the batched processor call (``mode`` is ``"train"`` or ``"generate"``)."""

@@ -1,0 +1,86 @@
+"""Tiny Chameleon: a VQ-VAE image tokenizer and a Llama-style decoder that reads image codes as ordinary tokens.
+
+Built with the real ``ChameleonForConditionalGeneration`` / ``ChameleonProcessor`` / ``ChameleonImageProcessor``.
+Images are resized and centre-cropped to 32x32; the VQ encoder (4 resolutions: 3 halvings, 32 channels, the least
+its GroupNorm(32) takes) maps them to a 4x4 grid of codes from a 16-entry codebook, so each ``<image>`` becomes
+``<racm3:break><image>*16<eoss>`` and the model swaps the 16 placeholders for the codes' BPE tokens
+(``IMGIMG<code in letters A-J>Z``, in the vocabulary like the real checkpoints'). Text width 64, 2 layers.
+
+The tokenizer carries Chameleon's special tokens (``<racm3:break>`` / ``<eoss>`` around an image, the chat-mode
+separator ``<reserved08706>``) and the family's chat template (``mmft.families.chameleon``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..families.chameleon import CHAT_TEMPLATE
+from . import TinyFixture
+from .tokenizer import train_tokenizer
+
+IMAGE_SIZE = 32
+CODEBOOK = 16
+CHANNEL_MULTIPLIER = (1, 1, 1, 1)  # 3 halvings: 32x32 pixels -> 4x4 codes
+IMAGE_SEQ_LENGTH = (IMAGE_SIZE // 2 ** (len(CHANNEL_MULTIPLIER) - 1)) ** 2
+DIGIT_LETTERS = "ABCDEFGHIJ"  # ChameleonImageVocabularyMapping.bpe2img reads code digits as letters A-J
+
+
+def image_code_token(code: int) -> str:
+    return "IMGIMG" + "".join(DIGIT_LETTERS[int(digit)] for digit in str(code)) + "Z"
+
+
+SPECIAL_TOKENS = ["<s>", "</s>", "<racm3:break>", "<eoss>", "<reserved08706>",
+                  *(image_code_token(code) for code in range(CODEBOOK))]
+
+
+def build(out_dir) -> None:
+    import torch
+    from transformers import (
+        ChameleonConfig,
+        ChameleonForConditionalGeneration,
+        ChameleonImageProcessor,
+        ChameleonProcessor,
+        GenerationConfig,
+    )
+    from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
+
+    out_dir = Path(out_dir)
+    tokenizer = train_tokenizer(
+        700,
+        chat_template=CHAT_TEMPLATE,
+        special_tokens=SPECIAL_TOKENS,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>", "boi_token": "<racm3:break>", "eoi_token": "<eoss>"},
+    )
+    tokenizer.sep_token = "<reserved08706>"
+    image_processor = ChameleonImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                   image_seq_length=IMAGE_SEQ_LENGTH, image_token="<image>")
+    processor.chat_template = CHAT_TEMPLATE
+    vq_config = ChameleonVQVAEConfig(
+        embed_dim=8, num_embeddings=CODEBOOK, latent_channels=8, resolution=IMAGE_SIZE, base_channels=32,
+        channel_multiplier=list(CHANNEL_MULTIPLIER), num_res_blocks=1,
+    )
+    config = ChameleonConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, vq_config=vq_config.to_dict(), vocabulary_map=tokenizer.get_vocab(),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = ChameleonForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+FIXTURE = TinyFixture(name="chameleon", build=build, end_of_turn="</s>")
