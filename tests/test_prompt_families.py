@@ -4,6 +4,7 @@ inputs hold, and the records they refuse. The five-point matrix itself is tests/
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -93,3 +94,31 @@ def test_labels_cover_only_the_last_answer_of_a_folded_record(tmp_path_factory):
     batch = VLMCollator(processor)([_record()])
     labels = batch["labels"][0]
     assert processor.tokenizer.decode(labels[labels != IGNORE_INDEX].tolist()) == " on the left side</s>"
+
+
+def test_florence2_lora_lands_on_encoder_and_decoder_language_layers_only(tmp_path_factory):
+    from transformers import AutoModelForImageTextToText
+
+    from mmft.modeling import lora_target_regex
+
+    if "florence2" not in tiny_fixtures():
+        pytest.skip("MMFT_TEST_FAMILIES excludes florence2")
+    model = AutoModelForImageTextToText.from_pretrained(
+        tiny_model_path("florence2", tmp_path_factory.getbasetemp() / "prompt_models"))
+    pattern = re.compile(lora_target_regex(model, "language"))
+    targets = [name for name, _ in model.named_modules() if pattern.fullmatch(name)]
+    assert any(".encoder.layers." in n for n in targets) and any(".decoder.layers." in n for n in targets)
+    assert any("encoder_attn" in n for n in targets)  # the decoder's cross-attention over the encoder output
+    assert all(n.startswith("model.language_model.") for n in targets), targets
+
+
+def test_encoder_decoder_generation_keeps_the_whole_decoder_sequence():
+    from types import SimpleNamespace
+
+    from mmft.trainer import is_encoder_decoder
+
+    seq2seq = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True))
+    blip2_t5 = SimpleNamespace(config=SimpleNamespace(
+        is_encoder_decoder=False, get_text_config=lambda: SimpleNamespace(is_encoder_decoder=True)))
+    causal = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=False))
+    assert is_encoder_decoder(seq2seq) and is_encoder_decoder(blip2_t5) and not is_encoder_decoder(causal)
