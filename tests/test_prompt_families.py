@@ -55,7 +55,7 @@ def test_fold_is_logged_once_per_family(caplog):
     assert len(notices) == 1 and "only the last answer is supervised" in notices[0].getMessage()
 
 
-@pytest.mark.parametrize("model_type", ["blip-2", "instructblip", "fuyu", "kosmos-2", "florence2"])
+@pytest.mark.parametrize("model_type", ["blip-2", "instructblip", "kosmos-2", "florence2"])
 def test_prompt_style_families_are_registered(model_type):
     family = REGISTRY.get(model_type)
     if family is None:
