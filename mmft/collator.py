@@ -274,9 +274,11 @@ class VLMCollator:
             messages = record["messages"]
             if self.paraphraser is not None:
                 messages = self.paraphraser(messages, self._rng(record, "prompt"))
+            messages = self.family.conversation(messages)
             text, spans = assistant_char_spans(self.processor, messages, record["id"])
         else:
             messages, _ = prompt_and_answer(record)
+            messages = self.family.conversation(messages)
             text, spans = render(self.processor, messages, add_generation_prompt=True), []
         text, spans = self.family.rewrite_text(self.processor, text, spans)
         images = self.load_images(record)
@@ -293,10 +295,36 @@ class VLMCollator:
             raise LabelAlignmentError(f"record {record_id!r}: no assistant tokens to supervise.")
         return labels
 
+    def decoder_labels(self, records, prepared) -> torch.Tensor:
+        """Encoder-decoder families: each sample's answer (its assistant span, with the end-of-turn token the template
+        writes) tokenised as decoder labels, right-padded with ``IGNORE_INDEX``. The model builds its decoder inputs
+        by shifting them right from its own ``decoder_start_token_id``, as generation starts."""
+        rows = []
+        for record, (text, _, spans) in zip(records, prepared):
+            if len(spans) != 1:  # prompt-style folding leaves exactly one answer
+                raise LabelAlignmentError(f"record {record['id']!r}: expected one answer for the decoder, found "
+                                          f"{len(spans)}.")
+            start, end = spans[0]
+            rows.append(self.tokenizer(text[start:end], add_special_tokens=False)["input_ids"])
+        labels = torch.full((len(rows), max(map(len, rows), default=0)), IGNORE_INDEX, dtype=torch.long)
+        for row, ids in enumerate(rows):
+            labels[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return labels
+
     # ---- a batch -------------------------------------------------------------------------------
+    @staticmethod
+    def prompt_text(text: str, spans) -> str:
+        """The rendered text before the last supervised answer (the whole text of a generation prompt)."""
+        return text[: spans[-1][0]] if spans else text
+
     def process(self, prepared) -> dict[str, torch.Tensor]:
-        """One batched processor call: the processor pads text and batches pixels the way its model expects."""
-        texts = [text for text, _, _ in prepared]
+        """One batched processor call: the processor pads text and batches pixels the way its model expects.
+
+        An encoder-decoder family's processor gets the prompts only: the answers are the decoder's labels."""
+        if self.family.encoder_decoder:
+            texts = [self.prompt_text(text, spans) for text, _, spans in prepared]
+        else:
+            texts = [text for text, _, _ in prepared]
         images = [imgs for _, imgs, _ in prepared]
         kwargs = dict(
             add_special_tokens=False,  # the chat template already wrote any BOS
@@ -351,20 +379,26 @@ class VLMCollator:
             # family's business (stacked images, concatenated patches, per-sample tiles...).
             batch = self.process(prepared) if prepared else self.empty_batch()
             lengths = [lengths[i] for i in range(len(lengths)) if i not in over]
-        if self.mode == "train":
+        if self.mode == "train" and self.family.encoder_decoder:
+            batch["labels"] = self.decoder_labels(records, prepared)
+        elif self.mode == "train":
             labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
             for row, (record, (text, _, spans), n) in enumerate(zip(records, prepared, lengths)):
                 ids = batch["input_ids"][row, :n].tolist()  # right padding: the real tokens come first
                 labels[row, :n] = torch.tensor(self.labels_for(record["id"], text, spans, ids))
-            if keepalive and records and records[-1]["id"] == KEEPALIVE_ID:
-                labels[-1] = IGNORE_INDEX  # runs the vision tower, teaches nothing
             batch["labels"] = labels
+        if self.mode == "train":
+            if keepalive and records and records[-1]["id"] == KEEPALIVE_ID:
+                batch["labels"][-1] = IGNORE_INDEX  # runs the vision tower, teaches nothing
             if self.overlength_policy == "drop":
                 batch[NUM_DROPPED_KEY] = torch.tensor(len(over))
             elif self.overlength_policy == "shrink":
                 batch[NUM_SHRUNK_KEY] = torch.tensor(shrunk)
         else:
             batch["ids"] = [record["id"] for record in records]
+        if prepared:
+            prompts = [self.prompt_text(text, spans) for text, _, spans in prepared]
+            batch.update(self.family.prompt_inputs(self.processor, prompts, self.mode))
         return self.family.finalize_batch(batch, self.mode)
 
     # ---- the shrink policy ---------------------------------------------------------------------------------

@@ -59,6 +59,14 @@ class _Indexed(Dataset):
         return {**self.dataset[index], "_index": index}
 
 
+def is_encoder_decoder(model) -> bool:
+    """Whether ``model`` (or its language model: BLIP-2 on Flan-T5) is a seq2seq model, whose ``generate`` returns the
+    decoder sequence alone rather than the prompt followed by the answer."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return bool(getattr(config, "is_encoder_decoder", False) or getattr(text_config, "is_encoder_decoder", False))
+
+
 def stop_token_ids(model, tokenizer) -> list[int]:
     """Where generation stops: the checkpoint's own stop ids (often several: Llama 3's ``<|eot_id|>`` and
     ``<|end_of_text|>``, Gemma's ``<end_of_turn>`` and ``<eos>``) plus the tokenizer's EOS."""
@@ -351,7 +359,9 @@ class VLMTrainer(Trainer):
             for batch in tqdm(loader, desc="Generating", disable=not self.is_local_process_zero(), leave=False):
                 indices = batch.pop("indices")
                 batch.pop("ids", None)
-                prompt_length = batch["input_ids"].shape[1]
+                # A decoder-only model returns prompt + answer; an encoder-decoder model (Florence-2, BLIP-2 on
+                # Flan-T5) returns its decoder sequence alone, from its own decoder start token (a special token).
+                prompt_length = 0 if is_encoder_decoder(model) else batch["input_ids"].shape[1]
                 output = model.generate(
                     **batch,
                     max_new_tokens=self.args.generation_max_new_tokens,

@@ -31,6 +31,7 @@ from mmft.families import UnsupportedRecordError, family_for
 from mmft.modeling import component_of, component_paths, prepare_model_for_training
 from mmft.records import to_canonical
 from mmft.testing import tiny_fixtures, tiny_model_path
+from mmft.trainer import is_encoder_decoder
 
 FIXTURES = tiny_fixtures()
 NAMES = list(FIXTURES)
@@ -133,16 +134,28 @@ def test_label_audit_two_turns(name, model_dir):
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     runs = _supervised_runs(labels)
     tokenizer = processor.tokenizer
-    decoded = [tokenizer.decode(ids[run].tolist(), skip_special_tokens=False) for run in runs]
     end = FIXTURES[name].end_of_turn
-    assert [text.strip() for text in decoded] == [answer + end for answer in ANSWERS], decoded
+    # A prompt-style family folds the first turn into the prompt and supervises the last answer only.
+    expected = [answer + end for answer in (ANSWERS[-1:] if family.prompt_style else ANSWERS)]
     supervised = labels != IGNORE_INDEX
-    assert torch.equal(labels[supervised], ids[supervised])  # labels are the ids themselves, never shifted
+    if family.encoder_decoder:  # labels are the decoder's: the whole (right-padded) row is the answer
+        assert runs == [list(range(int(supervised.sum())))], runs
+        decoded = [tokenizer.decode(labels[run].tolist(), skip_special_tokens=False) for run in runs]
+    else:
+        decoded = [tokenizer.decode(ids[run].tolist(), skip_special_tokens=False) for run in runs]
+        assert torch.equal(labels[supervised], ids[supervised])  # labels are the ids themselves, never shifted
+    assert [text.strip() for text in decoded] == expected, decoded
+    if family.prompt_style:  # the earlier turn is context: in the (unsupervised) prompt
+        prompt = tokenizer.decode(ids[~supervised if not family.encoder_decoder else slice(None)].tolist())
+        assert QUESTIONS[0] in prompt and ANSWERS[0] in prompt and QUESTIONS[1] in prompt, prompt
     # Image tokens are expanded (never truncated) and never supervised.
     image_ids = {tokenizer.convert_tokens_to_ids(t) for t in family.image_placeholders(processor)}
     image_positions = torch.isin(ids, torch.tensor(sorted(image_ids)))
     assert image_positions.sum() >= len(record["images"])
-    assert not supervised[image_positions].any()
+    if family.encoder_decoder:  # decoder labels hold no image token at all
+        assert not torch.isin(labels, torch.tensor(sorted(image_ids))).any()
+    else:
+        assert not supervised[image_positions].any()
 
 
 # ---- 2. one LoRA step ------------------------------------------------------------------------------------------
@@ -245,12 +258,16 @@ def test_batched_left_padded_generation_equals_one_at_a_time(name, model_dir):
 
     batch = collator(records)
     assert (batch["attention_mask"][:, -1] == 1).all(), "generation batches must be left-padded"
+
+    def prompt_length(inputs) -> int:  # an encoder-decoder model returns its decoder sequence alone
+        return 1 if is_encoder_decoder(model) else inputs["input_ids"].shape[1]  # 1: skip the decoder start
+
     with torch.no_grad():
-        batched = model.generate(**_model_inputs(batch), **kwargs)[:, batch["input_ids"].shape[1]:]
+        batched = model.generate(**_model_inputs(batch), **kwargs)[:, prompt_length(batch):]
     for i, record in enumerate(records):
         single = collator([record])
         with torch.no_grad():
-            alone = model.generate(**_model_inputs(single), **kwargs)[0, single["input_ids"].shape[1]:]
+            alone = model.generate(**_model_inputs(single), **kwargs)[0, prompt_length(single):]
         assert _new_tokens(batched[i], stop_ids) == _new_tokens(alone, stop_ids), record["id"]
 
 

@@ -12,7 +12,13 @@ overrides a hook) passed to ``register``:
 - hooks into the collator: the image placeholder token(s) the chat template writes, a fallback chat template for
   processors that ship none, the processor's own text rewrites (``rewrite_text``), extra processor-call arguments,
   and a last look at each batch (``finalize_batch``: e.g. PaliGemma's prefix/suffix ``token_type_ids``);
-- a fix-up of the loaded model (``prepare_model``, run by mmft's loaders: e.g. Llama 4's pixel dtype cast).
+- a fix-up of the loaded model (``prepare_model``, run by mmft's loaders: e.g. Llama 4's pixel dtype cast);
+- prompt-style models (``prompt_style``: BLIP-2, InstructBLIP, Fuyu, Kosmos-2, Florence-2) take one prompt and one
+  answer, not a conversation: ``conversation`` folds a multi-turn record into one prompt (the earlier turns) and its
+  last answer, the only one supervised; ``prompt_inputs`` lets a family compute extra model inputs from the prompt
+  alone (InstructBLIP's Q-former instruction);
+- encoder-decoder models (``encoder_decoder``: Florence-2): the processor gets the prompt only and the answer becomes
+  the decoder's ``labels``.
 
 Families are found by ``config.model_type`` (models) or processor class name (processors). Unknown model types fall
 back to the generic layout discovery and say so once. Family modules are discovered, not listed: adding a family is
@@ -58,6 +64,10 @@ class Family:
             an ``nn.Linear`` subclass that returns a tuple, which a LoRA layer cannot wrap).
         vision_tokens_discrete: the vision tower turns images into discrete token ids (Chameleon's VQ-VAE), so no
             gradient ever reaches it: it runs, but cannot train.
+        prompt_style: the model takes a prompt and an answer, not a conversation; multi-turn records are folded by
+            ``conversation`` (earlier turns into the prompt, the last answer supervised).
+        encoder_decoder: the language model is a seq2seq model: the processor encodes the prompt and the collator
+            builds decoder ``labels`` from the answer (the model shifts them right from its own decoder start).
     """
 
     name: str
@@ -73,6 +83,8 @@ class Family:
     padding_free_refusal: str | None = None
     lora_exclude: tuple[str, ...] = ()
     vision_tokens_discrete: bool = False
+    prompt_style: bool = False
+    encoder_decoder: bool = False
 
     # ---- model hook ---------------------------------------------------------------------------------------------
     def prepare_model(self, model) -> None:
@@ -109,6 +121,21 @@ class Family:
         """Extra keyword arguments for the batched processor call (``mode`` is ``"train"`` or ``"generate"``)."""
         return {}
 
+    def conversation(self, messages: list[dict]) -> list[dict]:
+        """The messages as this family renders them (a prompt-style family folds them to one prompt + answer).
+
+        ``messages`` is a whole training conversation (ending with an assistant turn) or a generation prompt (ending
+        with a user turn). Prompt-style: see ``fold_to_prompt``.
+        """
+        if not self.prompt_style:
+            return messages
+        return fold_to_prompt(messages, self.name)
+
+    def prompt_inputs(self, processor, prompts: list[str], mode: str) -> dict[str, Any]:
+        """Extra model inputs computed from each sample's prompt text alone (the rendered text before its
+        supervised answer; the whole text in generation), merged into the batch. Default: none."""
+        return {}
+
     def finalize_batch(self, batch: dict, mode: str) -> dict:
         """A last look at a collated batch (labels already built in training)."""
         return batch
@@ -126,6 +153,41 @@ class Family:
                 f"record {record.get('id')!r} has no image; {self.name} models need an image in every sample. "
                 "Filter text-only records out or train a family that supports them."
             )
+
+
+def _text_of(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return " ".join(item["text"] for item in content if item.get("type") == "text" and item.get("text"))
+
+
+_folded_warned: set[str] = set()
+
+
+def fold_to_prompt(messages: list[dict], family_name: str) -> list[dict]:
+    """One user turn (every turn before the last answer) and, in training, that last answer.
+
+    The user turn holds all images of the folded turns first (prompt-style models read the image before the prompt)
+    and the texts of the system, user and earlier assistant turns in order, one per line. Only the last answer is
+    then supervised: a prompt-style model was trained to answer one prompt, and its earlier answers are context
+    here. Said once per family in the log, since it changes what multi-turn data teaches.
+    """
+    last = len(messages) - 1 if messages and messages[-1]["role"] == "assistant" else len(messages)
+    head, tail = messages[:last], messages[last:]
+    if len(head) == 1 and head[0]["role"] == "user":
+        return messages  # already one prompt (and its answer)
+    if sum(m["role"] == "user" for m in head) > 1 and family_name not in _folded_warned:
+        _folded_warned.add(family_name)
+        logger.warning(
+            "%s models take one prompt, not a conversation: the earlier turns of multi-turn records go into the "
+            "prompt (one line each) and only the last answer is supervised.", family_name,
+        )
+    images = [item for m in head if not isinstance(m["content"], str) for item in m["content"]
+              if item.get("type") == "image"]
+    text = "\n".join(t for t in (_text_of(m) for m in head) if t)
+    content = [*images, *([{"type": "text", "text": text}] if text else [])]
+    return [{"role": "user", "content": content}, *tail]
 
 
 REGISTRY: dict[str, Family] = {}  # model_type -> family
