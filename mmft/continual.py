@@ -178,16 +178,13 @@ def resolve_starting_adapter(model_args, training_args=None) -> StartingAdapter 
 
 def _adopt_base(model_args, adapter_name: str, base: str, base_revision: str | None) -> None:
     given, given_revision = model_args.model_name_or_path, model_args.model_revision
-    if given is None:
-        model_args.model_name_or_path, model_args.model_revision = base, base_revision
-        return
-    if not _recorded_base_usable(base):
+    recorded = f"{base!r}" + (f" at revision {base_revision!r}" if base_revision else "")
+    if given is not None and not _recorded_base_usable(base):
         # The adapter was trained on another machine against a local folder: nothing here to compare with.
         logger.warning("The adapter %s records base model %r, which is not on this machine; using "
                        "--model_name_or_path %s as its base.", adapter_name, base, given)
         return
-    recorded = f"{base!r}" + (f" at revision {base_revision!r}" if base_revision else "")
-    if _model_identity(given) != _model_identity(base):
+    if given is not None and _model_identity(given) != _model_identity(base):
         raise BaseModelMismatchError(
             f"--model_name_or_path {given!r} is not the base model of --adapter_name_or_path {adapter_name!r}, "
             f"which was trained on {recorded} (its {ADAPTER_CONFIG}). Drop --model_name_or_path to use the recorded "
@@ -198,6 +195,7 @@ def _adopt_base(model_args, adapter_name: str, base: str, base_revision: str | N
             f"--model_revision {given_revision!r} is not the revision --adapter_name_or_path {adapter_name!r} was "
             f"trained on: {recorded}. Drop --model_revision to use the recorded one."
         )
+    model_args.model_name_or_path = given or base
     model_args.model_revision = given_revision or base_revision
 
 
@@ -415,6 +413,11 @@ class Retention:
             return None
         if max_drop is not None and max_drop < 0:
             raise UsageError(f"--max_retention_drop must be 0 or more, got {max_drop}.")
+        if (max_drop is not None and training_args.push_to_hub and training_args.hub_strategy != "end"
+                and training_args.save_strategy != "no"):
+            logger.warning("--max_retention_drop holds back the final push until the old tasks are scored, but "
+                           "checkpoints saved during training are pushed as they are written (--hub_strategy %s): "
+                           "pass --hub_strategy end to push only a checked model.", training_args.hub_strategy)
         split = data_args.retention_eval_split or data_args.eval_split or "test"
         sets, keys = [], set()
         for name in names:

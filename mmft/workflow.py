@@ -210,8 +210,11 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     return trainer
 
 
-def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=None, **kwargs) -> dict:
+def finetune(model: str | None = None, train_dataset=None, eval_dataset=None, **kwargs) -> dict:
     """Fine-tune from Python: datasets may be ``datasets`` objects, lists of records, file paths or Hub ids.
+
+    ``model`` defaults to ``mmft:tiny-llava``, or, with ``adapter_name_or_path=...`` (continue an adapter), to the
+    base model that adapter records.
 
     Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
     (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Runs the recipes'
@@ -219,6 +222,8 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
     ``"trainer"``; the trained model, the results files and the model card (``README.md``) are saved to
     ``output_dir``, and pushed to the Hub with ``push_to_hub=True`` (``hub_model_id=...``).
     """
+    if model is None and not kwargs.get("adapter_name_or_path"):
+        model = "mmft:tiny-llava"
     groups = {}
     for cls in (ModelArguments, DataArguments, VLMTrainingArguments):
         names = {f.name for f in fields(cls) if f.init}

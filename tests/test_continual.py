@@ -16,8 +16,14 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.hf_api import RepoUrl
 
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-from mmft.continual import (ADAPTER_FILES, BaseModelMismatchError, ReplayMixture, RetentionDropError,
-                            replay_count, resolve_starting_adapter)
+from mmft.continual import (
+    ADAPTER_FILES,
+    BaseModelMismatchError,
+    ReplayMixture,
+    RetentionDropError,
+    replay_count,
+    resolve_starting_adapter,
+)
 from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
 from mmft.workflow import finetune, load_datasets
 
@@ -90,7 +96,7 @@ def _continue(first, captions_dir, shapes_dir, out, **overrides):
                   eval_dataset_name=str(captions_dir["test"]), retention_eval_dataset_name=[str(shapes_dir["test"])],
                   output_dir=str(out), max_steps=6, max_train_samples=24, **COMMON)
     values.update(overrides)
-    return finetune(model=None, **values)
+    return finetune(**values)
 
 
 def _lora_b(model) -> dict[str, torch.Tensor]:
@@ -198,6 +204,15 @@ def test_the_base_model_must_be_the_adapters(first_adapter, tiny_llava_dir, tmp_
     implied = ModelArguments(adapter_name_or_path=str(first))
     resolve_starting_adapter(implied)
     assert implied.model_name_or_path == recorded
+    # The revision recorded with the base is used, and another one is a mismatch.
+    recorded_revision = tmp_path / "adapter-at-revision"
+    shutil.copytree(first, recorded_revision)
+    config = json.loads((recorded_revision / "adapter_config.json").read_text())
+    (recorded_revision / "adapter_config.json").write_text(json.dumps({**config, "revision": "v1.2"}))
+    at_revision = ModelArguments(adapter_name_or_path=str(recorded_revision))
+    assert resolve_starting_adapter(at_revision).base_revision == "v1.2" and at_revision.model_revision == "v1.2"
+    with pytest.raises(BaseModelMismatchError, match="--model_revision 'v2' is not the revision"):
+        resolve_starting_adapter(ModelArguments(adapter_name_or_path=str(recorded_revision), model_revision="v2"))
     # Other misuses are usage errors too.
     with pytest.raises(UsageError, match="--use_peft is false"):
         resolve_starting_adapter(ModelArguments(adapter_name_or_path=str(first), use_peft=False))
