@@ -36,10 +36,10 @@ import torch
 
 from .augment import CollatorEpochCallback
 from .errors import UsageError
-from .merge import ADAPTER_CONFIG, hub_id, read_adapter_config
 
 logger = logging.getLogger("mmft")
 
+ADAPTER_CONFIG = "adapter_config.json"  # mmft.merge's name too; merge is imported only when an adapter is read
 RETENTION_FILE = "retention_results.json"
 RETENTION_PREFIX = "retention"
 BEFORE_SUFFIX = "before_train"
@@ -122,6 +122,8 @@ def _model_identity(name: str) -> str:
 
 
 def _recorded_base_usable(name: str) -> bool:
+    from .merge import hub_id
+
     return name.startswith("mmft:") or Path(name).expanduser().exists() or hub_id(name) is not None
 
 
@@ -133,6 +135,8 @@ def resolve_starting_adapter(model_args, training_args=None) -> StartingAdapter 
     ``--hub_model_id``, ``training_args.hub_model_id`` to the parent's Hub id (the new version is a new commit of
     the same repository). Returns ``None`` when no adapter was given.
     """
+    from .merge import hub_id, read_adapter_config
+
     name = getattr(model_args, "adapter_name_or_path", None)
     if not name:
         if getattr(model_args, "adapter_revision", None):
