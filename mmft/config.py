@@ -76,6 +76,21 @@ class ModelArguments:
                           "(only adapters train), trained in full fine-tuning. 'false' with LoRA trains it fully "
                           "and saves it with the adapter."},
     )
+    adapter_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue training a LoRA/DoRA adapter trained earlier (a local folder or a Hub id): its "
+                          "weights are the starting point and its shape (rank, alpha, targets, modules saved in "
+                          "full) is kept, so the --lora_* flags are not used. The base model and revision are the "
+                          "ones its adapter_config.json records; --model_name_or_path may be left out, and naming "
+                          "another model is an error. The optimizer and learning-rate schedule start fresh: this "
+                          "is not --resume_from_checkpoint. To continue a fully fine-tuned model, pass its folder "
+                          "or Hub id as --model_name_or_path instead."},
+    )
+    adapter_revision: str | None = field(
+        default=None,
+        metadata={"help": "Branch, tag or commit of --adapter_name_or_path on the Hub (default: main). The commit "
+                          "it resolves to is recorded in the model card as the parent adapter's revision."},
+    )
     load_in_4bit: bool = field(
         default=False,
         metadata={"help": "QLoRA: load the language model in 4-bit NF4 (bitsandbytes, double quantisation, bf16 "
@@ -193,6 +208,34 @@ class DataArguments:
                           "IterableDataset, so --max_steps is required). Evaluation records are streamed too and "
                           "kept in memory (bound them with --max_eval_samples)."},
     )
+    replay_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Old-task training data to rehearse while training on the new data (same forms as "
+                          "--dataset_name, read with its own data card or detected layout: the --column_* flags and "
+                          "--prompt_template apply to the new data only). Each epoch mixes in a fresh sample of its "
+                          "records, --replay_fraction of the epoch, drawn from the seed (--data_seed, else --seed) "
+                          "and the epoch number, so runs and resumes repeat the same draws."},
+    )
+    replay_split: str = field(default="train", metadata={"help": "Split of --replay_dataset_name to draw from."})
+    replay_fraction: float = field(
+        default=0.2,
+        metadata={"help": "With --replay_dataset_name: the share of each epoch that is replayed old-task records, "
+                          "in (0, 1). 0.2 with 800 new records adds 200 old ones (1,000 per epoch)."},
+    )
+    retention_eval_dataset_name: list[str] | None = field(
+        default=None,
+        metadata={"help": "Old-task evaluation data (one or more, same forms as --dataset_name), scored before "
+                          "training (the starting model or adapter) and after, each with its own data card's "
+                          "metrics (else vqa_accuracy exact_match), to measure what the new training made the "
+                          "model forget. Results: retention_results.json, eval_results.json (retention_* keys), "
+                          "the model card and eval_report.html. The new task's evaluation set is then scored "
+                          "before training too, so both show their change."},
+    )
+    retention_eval_split: str | None = field(
+        default=None,
+        metadata={"help": "Split of the --retention_eval_dataset_name sets (default: --eval_split, else 'test'). "
+                          "--max_eval_samples bounds them too."},
+    )
     column_image: str | None = field(
         default=None,
         metadata={"help": "Column holding the image(s) (an Image, a path or a list). Default: the data card's, or "
@@ -228,6 +271,11 @@ class DataArguments:
                           "Default: the data card's prompt, else a generic one."},
     )
 
+    def __post_init__(self):
+        if not 0 < self.replay_fraction < 1:
+            raise UsageError(f"--replay_fraction must be between 0 and 1 (the share of each epoch that is replayed "
+                             f"old-task records, e.g. 0.2), got {self.replay_fraction}.")
+
     def column_overrides(self) -> dict[str, str | None]:
         """The ``--column_*`` flags as ``{role: column}`` (``mmft.cards`` role names)."""
         return {"image": self.column_image, "id": self.column_id, "question": self.column_question,
@@ -252,6 +300,13 @@ class VLMTrainingArguments(TrainingArguments):
                           "relaxed_accuracy, mc_accuracy, bleu, cider) or paths to evaluate metric scripts. "
                           "Default: the metrics the dataset's data card names (e.g. anls for docvqa), else "
                           "vqa_accuracy exact_match."},
+    )
+    max_retention_drop: float | None = field(
+        default=None,
+        metadata={"help": "With --retention_eval_dataset_name: fail the run (non-zero exit, after every result and "
+                          "the model card are written, before the final --push_to_hub) when an old task's score "
+                          "falls by more than this, in the units of its first metric (0.05: vqa_accuracy 0.80 -> "
+                          "0.74 fails) or, when it has none, its loss rises by more than this."},
     )
     generation_max_new_tokens: int = field(
         default=32, metadata={"help": "Maximum new tokens generated per evaluation answer."}

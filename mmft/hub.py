@@ -195,6 +195,10 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_before: dict[str, float] = field(default_factory=dict)
     generation: str = ""
+    # A continued run (``mmft.continual``): the parent adapter ({"id", "revision", ...} or {"name"} for a local one)
+    # and the retention results (old tasks before / after / change, and the new task's), as retention_results.json.
+    parent: dict | None = None
+    retention: dict | None = None
 
 
 def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None = None,
@@ -242,7 +246,11 @@ def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None
         generation = (f"Answers were generated with {decoding}, at most "
                       f"{getattr(args, 'generation_max_new_tokens', '?')} new tokens, and scored against the "
                       "references.")
+    starting_adapter = getattr(trainer, "starting_adapter", None)
+    retention = getattr(trainer, "retention", None)
     return RunSummary(
+        parent=starting_adapter.lineage() if starting_adapter is not None else None,
+        retention=retention.results() if retention is not None and retention.after else None,
         model_name=model_name or repo_id.split("/")[-1],
         repo_id=repo_id,
         base=base,
@@ -338,7 +346,22 @@ def card_data(summary: RunSummary, tags=(), license: str | None = None, language
                        metric_value=round(value, 4))
             for key, value in summary.metrics.items()
         ]
+    if summary.retention:  # the old tasks' scores after training, on their own datasets
+        eval_results = list(eval_results or [])
+        for task in summary.retention["old_tasks"]:
+            for key, row in task["metrics"].items():
+                if row["after"] is None or not math.isfinite(row["after"]):
+                    continue
+                eval_results.append(EvalResult(
+                    task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type=task["dataset"],
+                    dataset_name=f"{task['dataset']} (retention)", dataset_split=task["split"], metric_type=key,
+                    metric_name=_metric_name(key), metric_value=round(row["after"], 4)))
+        eval_results = eval_results or None
+    extra = {}
+    if summary.parent:  # lineage, machine-readable: which adapter (and commit) this version continued from
+        extra["parent_adapter"] = {k: v for k, v in summary.parent.items() if v is not None}
     return ModelCardData(
+        **extra,
         base_model=summary.base.hub_id,
         library_name="peft" if summary.is_adapter else "transformers",
         pipeline_tag=PIPELINE_TAG,
@@ -447,6 +470,49 @@ def _metrics_table(summary: RunSummary) -> str:
     return f"Measured on {where}. {summary.generation}\n\n{header}\n" + "\n".join(rows)
 
 
+def _parent_text(parent: dict) -> str:
+    if parent.get("id"):
+        revision = parent.get("revision") or "main"
+        asked = parent.get("requested_revision")
+        asked_text = f" (asked for as `{asked}`)" if asked and asked != revision else ""
+        return (f"[{parent['id']}](https://huggingface.co/{parent['id']}/tree/{revision}) at revision "
+                f"`{revision}`{asked_text}")
+    return f"`{parent.get('name')}` (a local adapter, not on the Hub)"
+
+
+def _change(value) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+def _lineage_section(summary: RunSummary) -> str:
+    """Where this version came from and what it kept: the parent adapter, the new data, the old tasks' scores."""
+    if not summary.parent and not summary.retention:
+        return ""
+    lines = ["## Lineage", ""]
+    if summary.parent:
+        lines.append(f"Continued from the adapter {_parent_text(summary.parent)}, starting from its weights (fresh "
+                     f"optimizer and schedule), on new data: {_describe(summary.train_data, 'dataset')}.")
+    retention = summary.retention
+    if retention:
+        limit = retention.get("max_retention_drop")
+        limit_text = f" Allowed drop (`--max_retention_drop`): {limit}." if limit is not None else ""
+        lines += ["", "Scores before this training (the starting model) and after, on the old tasks (what the new "
+                  f"training may have made the model forget) and on the new one.{limit_text}", "",
+                  "| task | dataset | metric | before | after | change |", "|---|---|---|---|---|---|"]
+        rows = []
+        new_task = retention.get("new_task")
+        if new_task:
+            rows += [("new", new_task["dataset"], key, row) for key, row in new_task["metrics"].items()]
+        for task in retention["old_tasks"]:
+            dataset = f"{task['dataset']} (`{task['split']}`)"
+            rows += [("old", dataset, key, row) for key, row in task["metrics"].items()]
+        for kind, dataset, key, row in rows:
+            before = "" if row["before"] is None else f"{row['before']:.4f}"
+            lines.append(f"| {kind} | {dataset} | {_metric_name(key)} | {before} | {row['after']:.4f} | "
+                         f"{_change(row['change'])} |")
+    return "\n".join(lines) + "\n\n"
+
+
 def card_text(summary: RunSummary) -> str:
     """The card's Markdown body."""
     what = "A LoRA adapter" if summary.method == "lora" else "A DoRA adapter" if summary.method == "dora" else \
@@ -463,7 +529,7 @@ def card_text(summary: RunSummary) -> str:
 
 {_metrics_table(summary)}
 
-## Usage
+{_lineage_section(summary)}## Usage
 
 {usage(summary)}
 

@@ -310,8 +310,12 @@ def _set_requires_grad(model: nn.Module, path: str | None, value: bool):
         parameter.requires_grad_(value)
 
 
-def prepare_model_for_training(model: nn.Module, model_args) -> nn.Module:
-    """Freeze parts and attach LoRA as ``model_args`` says; return the model to train (maybe a PeftModel)."""
+def prepare_model_for_training(model: nn.Module, model_args, starting_adapter=None) -> nn.Module:
+    """Freeze parts and attach LoRA as ``model_args`` says; return the model to train (maybe a PeftModel).
+
+    With ``starting_adapter`` (``mmft.continual.StartingAdapter``, from ``--adapter_name_or_path``) the adapter
+    saved earlier is loaded trainable, with its own shape and saved modules, instead of a fresh one.
+    """
     family = family_for(model)
     paths = component_paths(model, family)
     freeze_projector = model_args.freeze_projector
@@ -327,6 +331,10 @@ def prepare_model_for_training(model: nn.Module, model_args) -> nn.Module:
             # Freezes the base and upcasts the unquantised 16-bit parts (vision tower, projector, norms) to fp32 for
             # stable training. Checkpointing is left to the Trainer (--gradient_checkpointing) and its kwargs.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if starting_adapter is not None:
+            from .continual import load_starting_adapter
+
+            return load_starting_adapter(model, starting_adapter)
         target = lora_target_regex(model, model_args.lora_target, family)
         modules_to_save = None
         if not freeze_projector and paths["projector"] is not None:
@@ -339,6 +347,7 @@ def prepare_model_for_training(model: nn.Module, model_args) -> nn.Module:
             use_dora=model_args.use_dora,
             modules_to_save=modules_to_save,
             task_type="CAUSAL_LM",
+            revision=model_args.model_revision,  # recorded in adapter_config.json with the base model's name
         )
         model = get_peft_model(model, config)
     else:

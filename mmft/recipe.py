@@ -11,9 +11,10 @@ and a few generated samples); the steps in between are the same and live here, s
 
 Files written to ``--output_dir`` (main process only): the model or adapter, the processor, ``train_results.json``,
 ``eval_results.json`` (and ``eval_before_train_results.json`` with ``--eval_before_train``), ``all_results.json``,
-``eval_predictions.jsonl`` and ``eval_report.html`` when answers are generated, ``eval_samples_predictions.jsonl``
-and ``eval_samples_report.html`` for the instruct recipe's samples, ``trainer_state.json`` and the model card
-``README.md``.
+``eval_predictions.jsonl`` and ``eval_report.html`` when answers are generated, ``retention_results.json`` (and
+``retention_<set>_*`` predictions and reports) with ``--retention_eval_dataset_name``,
+``eval_samples_predictions.jsonl`` and ``eval_samples_report.html`` for the instruct recipe's samples,
+``trainer_state.json`` and the model card ``README.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from transformers import set_seed
 
 from .checkpoints import resolve_resume_checkpoint
 from .config import DataArguments, ModelArguments, VLMTrainingArguments, metric_names, parse_args
+from .continual import Retention, push_commit_message, push_deferred
 from .workflow import build_trainer, load_datasets, setup_logging
 
 logger = logging.getLogger("mmft")
@@ -116,23 +118,33 @@ def run_recipe(model_args: ModelArguments, data_args: DataArguments, training_ar
     logger.info("Training records: %s; evaluation records: %s",
                 len(train_dataset) if hasattr(train_dataset, "__len__") else "streamed",
                 len(eval_dataset) if eval_dataset is not None else "none")
+    retention = Retention.from_args(data_args, training_args)  # --retention_eval_dataset_name: the old tasks
     trainer = build_trainer(model_args, data_args, training_args, train_dataset, eval_dataset)
 
     before = {}
-    if training_args.eval_before_train and eval_dataset is not None:
+    # Measuring forgetting needs the new task's starting point too: both sides of the comparison show their change.
+    if (training_args.eval_before_train or retention is not None) and eval_dataset is not None:
         before = _evaluate(trainer, "eval_before_train", perplexity)
+    if retention is not None:
+        before.update(retention.start(trainer, data_args, before))  # the old tasks, scored on the starting model
 
     # --resume_from_checkpoint true: the newest *complete* checkpoint (a run killed mid-save resumes from the last).
     checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
                                            is_main_process=trainer.is_world_process_zero())
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.describe_run(model_args, data_args, metrics=before)  # the names as given, for the model card
-    trainer.save_model()  # the adapter (LoRA) or the full model, plus the processor (and a push with --push_to_hub)
+    # The adapter (LoRA) or the full model, plus the processor (and a push with --push_to_hub, except in a run gated
+    # by --max_retention_drop: that one pushes only after its check passed).
+    with push_deferred(trainer, defer=retention is not None and retention.max_drop is not None):
+        trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
     trainer.run_metrics = {**before, **train_result.metrics}
 
+    if retention is not None:  # before the final evaluation, whose eval_report.html then shows old and new tasks
+        trainer.run_metrics.update(retention.evaluate(trainer, before=False))
+    metrics = {}
     if eval_dataset is not None:
         metrics = _evaluate(trainer, "eval", perplexity)
         if sample_generations:
@@ -141,10 +153,17 @@ def run_recipe(model_args: ModelArguments, data_args: DataArguments, training_ar
             _print_summary(training_args, before, metrics, len(eval_dataset), perplexity)
         trainer.describe_run(metrics=metrics)
         trainer.run_metrics.update(metrics)
+    if retention is not None:  # retention_results.json, and the old tasks' scores in eval_results.json
+        trainer.run_metrics.update(retention.save(trainer, metrics))
+        if trainer.is_world_process_zero():
+            print("\n".join(retention.summary_lines()))
     # README.md: base model, data, settings, the metrics above and how to load the model. With --push_to_hub the
     # main process uploads the output folder (model, processor and chat template, results, this card) to
     # --hub_model_id; the token comes from HF_TOKEN or `hf auth login` and is never written anywhere.
     trainer.create_model_card()
+    if retention is not None:
+        retention.check()  # --max_retention_drop: RetentionDropError (a usage error: non-zero exit) before the push
     if training_args.push_to_hub:
-        trainer.push_to_hub()
+        message = push_commit_message(trainer, data_args)  # a continued run: "Continue training from <parent>..."
+        trainer.push_to_hub(**({"commit_message": message} if message else {}))
     return trainer

@@ -288,12 +288,35 @@ def _sample_html(sample: Sample, score_name: str) -> str:
     )
 
 
+def _comparison_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The "old and new tasks" table: each task's scores before training (the starting model) and after."""
+
+    def number(value, signed=False):
+        if value is None or not isinstance(value, (int, float)):
+            return ""
+        return f"{value:+.4f}" if signed else _fmt(float(value))
+
+    body = "".join(
+        f'<tr class="{"task" if row.get("task") == "new" else ""}"><td>{html.escape(str(row.get("task", "")))}</td>'
+        f'<td>{html.escape(str(row.get("dataset", "")))}</td><th>{html.escape(str(row.get("metric", "")))}</th>'
+        f'<td class="v">{number(row.get("before"))}</td><td class="v">{number(row.get("after"))}</td>'
+        f'<td class="v">{number(row.get("change"), signed=True)}</td></tr>'
+        for row in rows)
+    return ('<h2>Old and new tasks</h2><p class="muted">Scores before training (the starting model) and after: an old '
+            'task whose score fell is what this training made the model forget.</p>'
+            '<table class="metrics comparison"><tr><th>task</th><th>dataset</th><th>metric</th><th>before</th>'
+            f"<th>after</th><th>change</th></tr>{body}</table>")
+
+
 def render_report(*, samples: Sequence[Sample], metrics: Mapping[str, Any], log_history: Sequence[Mapping[str, Any]],
                   score_name: str, total_samples: int | None = None, task_metrics: Sequence[str] = (),
                   title: str = "Evaluation report", details: Mapping[str, Any] | None = None,
-                  predictions_file: str = "eval_predictions.jsonl") -> str:
+                  predictions_file: str = "eval_predictions.jsonl",
+                  comparison: Sequence[Mapping[str, Any]] | None = None) -> str:
     """The report page as a string (see the module docstring). ``samples`` are the gallery (already capped);
-    ``total_samples`` the size of the evaluation set; ``task_metrics`` the metric names to highlight."""
+    ``total_samples`` the size of the evaluation set; ``task_metrics`` the metric names to highlight;
+    ``comparison`` the old- and new-task scores before and after training of a continued run (rows with ``task``
+    "old"/"new", ``dataset``, ``metric``, ``before``, ``after``, ``change``; see ``mmft.continual``)."""
     total = len(samples) if total_samples is None else total_samples
     parts = [
         "<!DOCTYPE html>",
@@ -316,6 +339,9 @@ def render_report(*, samples: Sequence[Sample], metrics: Mapping[str, Any], log_
         rows.append(f'<tr class="{"task" if is_task else ""}"><th>{html.escape(str(key))}</th>'
                     f'<td class="v">{html.escape(text)}</td></tr>')
     parts.append('<table class="metrics">' + "".join(rows) + "</table>" if rows else '<p class="muted">none</p>')
+
+    if comparison:
+        parts.append(_comparison_html(comparison))
 
     # ---- curves
     parts.append("<h2>Curves</h2>")
@@ -354,7 +380,8 @@ def write_report(path: str | os.PathLike, *, records: Sequence[Mapping], predict
                  questions: Sequence[str] | None = None, image_options: Mapping[str, Any] | None = None,
                  max_samples: int = MAX_SAMPLES, thumbnail_size: int = THUMBNAIL_SIZE,
                  title: str = "Evaluation report", details: Mapping[str, Any] | None = None,
-                 predictions_file: str = "eval_predictions.jsonl") -> Path:
+                 predictions_file: str = "eval_predictions.jsonl",
+                 comparison: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Build the report for one evaluation and write it atomically to ``path``; returns the path.
 
     Args:
@@ -366,6 +393,7 @@ def write_report(path: str | os.PathLike, *, records: Sequence[Mapping], predict
         questions: the question shown per record (default: the last user turn's text).
         image_options: keyword arguments for :func:`mmft.images.load_image` (the collator's safety settings).
         max_samples: gallery cap (the first samples in dataset order).
+        comparison: old- and new-task scores before and after training (``render_report``).
     """
     from .records import first_user_text
 
@@ -384,7 +412,7 @@ def write_report(path: str | os.PathLike, *, records: Sequence[Mapping], predict
                               score=scores[i], image=image, image_note=note))
     page = render_report(samples=samples, metrics=metrics, log_history=log_history, score_name=score_name,
                          total_samples=len(records), task_metrics=metric_names, title=title, details=details,
-                         predictions_file=predictions_file)
+                         predictions_file=predictions_file, comparison=comparison)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)

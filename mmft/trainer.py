@@ -426,6 +426,8 @@ class VLMTrainer(Trainer):
         records, predictions, references, predictions_file = samples
         collator = self.generation_collator
         path = os.path.join(self.args.output_dir, report_file_name(metric_key_prefix))
+        retention = getattr(self, "retention", None)  # --retention_eval_dataset_name: old and new tasks side by side
+        comparison = retention.report_rows(metric_key_prefix, metrics) if retention is not None else None
         try:
             write_report(path, records=records, predictions=predictions, references=references, metrics=metrics,
                          log_history=self.state.log_history, metric_names=metric_names(self.args),
@@ -434,6 +436,6 @@ class VLMTrainer(Trainer):
                                             max_image_pixels=collator.max_image_pixels),
                          details={"output_dir": self.args.output_dir, "step": self.state.global_step,
                                   "epoch": round(self.state.epoch or 0.0, 3)},
-                         predictions_file=predictions_file)
+                         predictions_file=predictions_file, comparison=comparison)
         except Exception:
             logger.exception("Could not write the evaluation report %s; evaluation results are unaffected.", path)

@@ -21,6 +21,14 @@ from .augment import ImageAugmenter, PromptParaphraser
 from .cards import metrics_for
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
+from .continual import (
+    ReplayEpochCallback,
+    ReplayMixture,
+    describe_start,
+    load_starting_processor,
+    mix_in_replay,
+    resolve_starting_adapter,
+)
 from .errors import UsageError
 from .families import Family, UnsupportedRecordError, family_for
 from .liger import check_liger
@@ -70,6 +78,10 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None,
                   columns=data_args.column_overrides(), prompt_template=data_args.prompt_template)
     train = load_records(train_source, split=data_args.train_split, max_samples=data_args.max_train_samples,
                          streaming=data_args.streaming, **common)
+    if data_args.replay_dataset_name:  # old-task records rehearsed in every epoch (mmft.continual)
+        seed = 42 if training_args is None else (training_args.data_seed if training_args.data_seed is not None
+                                                 else training_args.seed)
+        train = mix_in_replay(train, data_args, seed)
     if eval_source is None and data_args.eval_dataset_name is None and data_args.eval_split is None:
         return train, None
     if eval_source is None:
@@ -89,6 +101,8 @@ def check_records_fit_family(dataset, family: Family, max_problems: int = 5) -> 
 
     Checks in-memory record lists (local files, lists); lazy datasets are checked per batch by the collator.
     """
+    for part in getattr(dataset, "parts", ()):  # a replay mixture: its new and old records
+        check_records_fit_family(part, family, max_problems)
     canonical = getattr(dataset, "_canonical", None)
     if canonical is None:
         return
@@ -156,19 +170,24 @@ def resolve_metrics(training_args: VLMTrainingArguments, data_args: DataArgument
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: VLMTrainingArguments,
                   train_dataset=None, eval_dataset=None) -> VLMTrainer:
     """Load processor and model, decide what trains, and wire everything into a ``VLMTrainer``."""
+    # --adapter_name_or_path: the base model and revision come from the adapter (mmft.continual).
+    starting_adapter = resolve_starting_adapter(model_args, training_args)
     if model_args.model_name_or_path is None:
         raise UsageError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")
     # Seed before the model exists: LoRA's initialisation draws from the global RNG, and a run must be reproducible
     # from its arguments alone (the notebook path too, not only the recipe).
     set_seed(training_args.seed)
     resolve_metrics(training_args, data_args)
-    processor = load_processor(model_args)
+    processor = load_processor(model_args) if starting_adapter is None else load_starting_processor(starting_adapter,
+                                                                                                    model_args)
     model = load_model(model_args)
     check_liger(model, training_args)  # --use_liger_kernel: installed, on a GPU, for a model type Liger patches
     family = family_for(model)
     for dataset in (train_dataset, eval_dataset):
         check_records_fit_family(dataset, family)
-    model = prepare_model_for_training(model, model_args)
+    model = prepare_model_for_training(model, model_args, starting_adapter=starting_adapter)
+    if starting_adapter is not None and training_args.should_log:
+        logger.info(describe_start(starting_adapter))
     if training_args.should_log:
         log_parameter_report(model, print_fn=logger.info)
     data_seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
@@ -177,7 +196,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     # projector (sharded parameters under ZeRO-3/FSDP, gradient reduction under DDP). Costs one small extra sample,
     # only in batches that hold no image at all.
     train_collator.keep_vision_active = training_args.world_size > 1
-    return VLMTrainer(
+    trainer = VLMTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -186,10 +205,17 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         generation_collator=generation_collator,
         processing_class=processor,
     )
+    trainer.starting_adapter = starting_adapter  # the parent, for the model card's lineage
+    if isinstance(train_dataset, ReplayMixture):  # a fresh replay draw each epoch, seen by the loader's workers
+        trainer.add_callback(ReplayEpochCallback(train_dataset))
+    return trainer
 
 
-def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=None, **kwargs) -> dict:
+def finetune(model: str | None = None, train_dataset=None, eval_dataset=None, **kwargs) -> dict:
     """Fine-tune from Python: datasets may be ``datasets`` objects, lists of records, file paths or Hub ids.
+
+    ``model`` defaults to ``mmft:tiny-llava``, or, with ``adapter_name_or_path=...`` (continue an adapter), to the
+    base model that adapter records.
 
     Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
     (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Runs the recipes'
@@ -197,6 +223,8 @@ def finetune(model: str = "mmft:tiny-llava", train_dataset=None, eval_dataset=No
     ``"trainer"``; the trained model, the results files and the model card (``README.md``) are saved to
     ``output_dir``, and pushed to the Hub with ``push_to_hub=True`` (``hub_model_id=...``).
     """
+    if model is None and not kwargs.get("adapter_name_or_path"):
+        model = "mmft:tiny-llava"
     groups = {}
     for cls in (ModelArguments, DataArguments, VLMTrainingArguments):
         names = {f.name for f in fields(cls) if f.init}
