@@ -58,6 +58,10 @@ def _end_accelerate_launcher() -> None:
     printed. Only ever sent to a parent that is ``accelerate launch``: never to a shell, notebook or torchrun.
     """
     if _parent_is_accelerate_launch():
+        # The single-process launcher copies our stderr through a pipe: give it time to pass the message on before
+        # its SIGTERM handler interrupts the copying (a chunk read but not yet written would be lost).
+        sys.stderr.flush()
+        time.sleep(LAUNCHER_DRAIN_S)
         os.kill(os.getppid(), signal.SIGTERM)
 
 
@@ -82,9 +86,11 @@ def format_usage_error(error: BaseException, prog: str) -> str:
 
 
 # Under several processes every rank usually meets the same usage error (they parse the same flags and data). The
-# main process reports at once; another rank waits this long first, so that when the main process met it too the
-# launcher has stopped everything before a second copy is printed, and a rank-specific error is still reported.
-OTHER_RANK_REPORT_DELAY_S = 5.0
+# main process reports at once; another rank waits this long first (ranks start seconds apart on a loaded machine),
+# so that when the main process met it too the launcher has stopped everything before a second copy is printed, and
+# an error only that rank met is still reported.
+OTHER_RANK_REPORT_DELAY_S = 20.0
+LAUNCHER_DRAIN_S = 1.0
 
 
 @contextlib.contextmanager

@@ -35,8 +35,11 @@ def _env(**extra) -> dict:
 
 
 def _accelerate(args: list[str], num_processes: int = 1, timeout: int = 300, **env) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--cpu",
-               str(RECIPE), "--disable_tqdm", "true", *args]
+    # Several CPU processes: accelerate's --cpu runs one process whatever --num_processes says; --multi_gpu with no
+    # GPU visible starts them under torchrun, and mmft's arguments switch the run to gloo.
+    where = ["--multi_gpu", "--num_processes", str(num_processes)] if num_processes > 1 else ["--cpu"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *where, str(RECIPE), "--disable_tqdm", "true",
+               *args]
     return subprocess.run(command, cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
