@@ -30,7 +30,7 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "retrieval" / "tiny-clip_shape
 
 
 def parse(argv=None):
-    """``(model_args, data_args, contrastive_args, training_args)``: --config and flags, or the demo config."""
+    """``(model_args, data_args, training_args, contrastive_args)``: --config and flags, or the demo config."""
     return parse_retrieval_args(argv, default_config=DEMO_CONFIG)
 
 

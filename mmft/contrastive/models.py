@@ -170,11 +170,9 @@ def load_dual_encoder(model_args):
         raise UsageError("No model: pass --model_name_or_path (a CLIP or SigLIP Hub id or folder, 'mmft:tiny-clip', "
                          "or 'open_clip:ViT-B-32').")
     if is_open_clip_name(name):
-        from .open_clip_adapter import OpenClipDualEncoder
-
-        adapter = OpenClipDualEncoder()
-        model, processor = adapter.load(name, pretrained=getattr(model_args, "open_clip_pretrained", None))
-        return adapter, model, processor
+        # Planned (issue #15): an open_clip adapter behind the optional extra. Not built yet: say so plainly.
+        raise UsageError(f"--model_name_or_path {name!r}: open_clip models are not supported yet; use a "
+                         "transformers CLIP / SigLIP model (e.g. openai/clip-vit-base-patch32).")
     from transformers import AutoConfig
 
     path = resolve_model_name(name)
@@ -213,11 +211,6 @@ def load_trained(folder: str, dtype="auto"):
     """``(adapter, model, processor)`` of a folder written by :func:`save_trained` (or any CLIP/SigLIP folder)."""
     run_file = Path(folder, RUN_FILE)
     run = json.loads(run_file.read_text()) if run_file.exists() else {}
-    kind = run.get("adapter")
-    if kind == "open_clip":
-        from .open_clip_adapter import OpenClipDualEncoder
-
-        return OpenClipDualEncoder().load_saved(folder, run)
     if not run.get("lora"):
         from types import SimpleNamespace
 

@@ -28,11 +28,12 @@ from .trainer import ContrastiveTrainer
 
 logger = logging.getLogger("mmft")
 
-ARGUMENTS = (ModelArguments, DataArguments, ContrastiveArguments, ContrastiveTrainingArguments)
+# Training arguments third, as in the other recipes (``parse()[:3]`` is model, data, training everywhere).
+ARGUMENTS = (ModelArguments, DataArguments, ContrastiveTrainingArguments, ContrastiveArguments)
 
 
 def parse_retrieval_args(argv=None, default_config=None):
-    """``(model_args, data_args, contrastive_args, training_args)`` from ``--config`` and flags."""
+    """``(model_args, data_args, training_args, contrastive_args)`` from ``--config`` and flags."""
     return parse_args(argv, dataclass_types=ARGUMENTS, default_config=default_config)
 
 
@@ -101,7 +102,7 @@ def _print_summary(before: dict, after: dict) -> None:
         print(f"{name}: {f'{start:.3f} -> ' if start is not None else ''}{value:.3f}")
 
 
-def run_retrieval(model_args, data_args, contrastive_args, training_args, *, train_source=None, eval_source=None):
+def run_retrieval(model_args, data_args, training_args, contrastive_args, *, train_source=None, eval_source=None):
     """Train and evaluate a dual encoder as ``recipes/retrieval.py`` does; returns the trainer (its
     ``run_metrics``: before training, training, after training)."""
     setup_logging(training_args)
