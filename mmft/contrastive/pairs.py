@@ -50,14 +50,20 @@ def record_pair(record: Mapping) -> tuple[object, list[str]]:
         problem = "has no image" if not images else f"has {len(images)} images"
         raise PairError(f"record {record_id!r} {problem}; a dual encoder pairs one image with its captions. Give "
                         "each record exactly one image, or pass --pair_policy drop to leave such records out.")
+    return images[0], record_captions(record)
+
+
+def record_captions(record: Mapping) -> list[str]:
+    """A record's captions: its ``references``, else the answer of a one-turn record; :class:`PairError` if none."""
+    record_id = record.get("id", "?")
     references = [text for text in record.get("references") or [] if text.strip()]
     if references:
-        return images[0], references
+        return references
     turns = [m for m in record.get("messages", []) if m["role"] != "system"]
     if len(turns) == 2 and turns[1]["role"] == "assistant":
         text = "".join(e["text"] for e in turns[1]["content"] if e.get("type") == "text")
         if text.strip():
-            return images[0], [text]
+            return [text]
     raise PairError(f"record {record_id!r} has no usable text: a dual encoder needs 'references' (captions) or a "
                     "one-turn record whose assistant answer is the caption, and this record has neither "
                     f"({len(turns) // 2} turns, no references). Add captions, or pass --pair_policy drop.")
