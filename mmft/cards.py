@@ -112,7 +112,7 @@ DEFAULT_PROMPTS = {
 _CARD_KEYS = {
     "name", "hub_id", "builtin", "config", "configs", "data_files", "revision", "splits", "train_split",
     "eval_split", "task", "format", "columns", "prompt", "metrics", "metric", "license", "citation", "features",
-    "homepage", "image_size", "class_names", "templates", "unlisted_labels",
+    "homepage", "image_size", "class_names", "templates", "unlisted_labels", "dataset",
 }
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*(?:\n|\Z)(.*)\Z", re.DOTALL)
 
@@ -148,6 +148,7 @@ class DataCard:
     class_names: list[str] = field(default_factory=list)  # zero_shot cards: the classes, in label-index order
     templates: list[str] = field(default_factory=list)  # zero_shot cards: prompts with {} for the class name
     unlisted_labels: str = "error"  # zero_shot cards: a record whose answer is no class: error | skip
+    dataset: str | None = None  # builtin cards: the built-in dataset they read (e.g. shapes); default: their name
     prose: str = ""
     path: Path | None = None
 
@@ -303,8 +304,11 @@ def parse_card(text: str, path: str | os.PathLike | None = None) -> DataCard:
     unlisted = meta.get("unlisted_labels", "error")
     if unlisted not in ("error", "skip"):
         raise _fail(where, "unlisted_labels", f"must be 'error' or 'skip', got {unlisted!r}")
+    dataset = meta.get("dataset")
+    if dataset is not None and (not builtin or not isinstance(dataset, str)):
+        raise _fail(where, "dataset", "only a builtin card names a built-in dataset (a string, e.g. shapes)")
     card = DataCard(
-        class_names=class_names, templates=templates, unlisted_labels=unlisted,
+        class_names=class_names, templates=templates, unlisted_labels=unlisted, dataset=dataset,
         name=name, task=task, format=fmt, license=license_, hub_id=hub_id, builtin=builtin, config=config,
         configs=configs, data_files=meta.get("data_files"), revision=meta.get("revision"), splits=splits,
         train_split=meta.get("train_split"), eval_split=meta.get("eval_split"), columns=columns, prompt=prompt,

@@ -178,3 +178,36 @@ def test_the_demo_learns_retrieval_and_zero_shot(tmp_path):
     card = (tmp_path / "demo" / "README.md").read_text()
     assert "model-index" in card and "t2i_recall@1" in card
     assert "Text &rarr; image" in (tmp_path / "demo" / "eval_report.html").read_text()
+
+
+def test_resume_true_continues_from_the_newest_complete_checkpoint(tmp_path, monkeypatch):
+    from mmft.checkpoints import is_complete
+    from mmft.contrastive.trainer import ContrastiveTrainer
+    from mmft.contrastive.workflow import run_retrieval
+
+    steps_run = []
+    real_step = ContrastiveTrainer.training_step
+
+    def counting_step(self, *args, **kwargs):
+        steps_run.append(self.state.global_step + 1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(ContrastiveTrainer, "training_step", counting_step)
+
+    def run(max_steps, resume=None):
+        model_args = ModelArguments(model_name_or_path="mmft:tiny-clip")
+        training = ContrastiveTrainingArguments(
+            output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, max_steps=max_steps, learning_rate=1e-3,
+            report_to="none", save_strategy="steps", save_steps=2, logging_steps=1, use_cpu=True, disable_tqdm=True,
+            resume_from_checkpoint=resume)
+        return run_retrieval(model_args, DataArguments(), training, ContrastiveArguments(gallery_queries=0),
+                             train_source=_records(), eval_source=_records(4))
+
+    first = run(2)
+    assert is_complete(tmp_path / "run" / "checkpoint-2") and steps_run == [1, 2]
+    steps_run.clear()
+    trainer = run(4, resume="true")
+    assert steps_run == [3, 4]  # steps 1-2 came from checkpoint-2, not retrained
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses[:2] == [entry["loss"] for entry in first.state.log_history if "loss" in entry]
+    assert trainer.state.global_step == 4 and is_complete(tmp_path / "run" / "checkpoint-4")

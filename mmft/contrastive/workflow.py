@@ -14,6 +14,7 @@ import logging
 from transformers import set_seed
 
 from ..cards import find_card, load_card
+from ..checkpoints import resolve_resume_checkpoint
 from ..config import DataArguments, ModelArguments, parse_args
 from ..errors import UsageError
 from ..sources import load_records
@@ -40,9 +41,13 @@ def parse_retrieval_args(argv=None, default_config=None):
 def load_zero_shot_tasks(names, data_args: DataArguments, split: str | None = None, max_samples: int | None = None):
     """One ``ZeroShotTask`` per zero_shot card (name or ``.md`` path): its records, class names and templates.
 
-    A builtin card (``shapes-shape-names``) reads the built-in shapes VQA set, whose records ask one of several
-    questions; ``unlisted_labels: skip`` keeps those that ask this one.
+    Each task's dataset loads through its own card: a Hub card's id, config, revision and column mapping (the
+    training data's ``--column_*`` flags describe the training set, not these); a builtin card the built-in set it
+    names in ``dataset:`` (``shapes-shape-names`` reads the shapes VQA set, whose records ask one of several
+    questions; ``unlisted_labels: skip`` keeps those that ask this one). ``--image_root`` applies to all.
     """
+    from ..sources import BUILTIN_DATASETS
+
     tasks = []
     for name in names or ():
         card = load_card(name) if str(name).endswith(".md") else find_card(name)
@@ -50,8 +55,17 @@ def load_zero_shot_tasks(names, data_args: DataArguments, split: str | None = No
             raise UsageError(f"--zero_shot {name!r}: no zero_shot data card of that name (see data_cards/; a "
                              "zero_shot card lists class_names and templates).")
         card_split = split or card.eval_split or "test"
-        source = "shapes" if card.builtin else card
-        records = load_records(source, split=card_split, image_root=data_args.image_root)
+        if card.builtin:
+            source = card.dataset or card.name
+            if source not in BUILTIN_DATASETS:
+                raise UsageError(f"zero_shot card {card.name!r}: dataset {source!r} is not a built-in dataset "
+                                 f"({', '.join(sorted(BUILTIN_DATASETS))}).")
+            records = load_records(source, split=card_split, image_root=data_args.image_root)
+        else:
+            # every record is a labelled image unless the card skips some: read no more than are used
+            limit = max_samples if card.unlisted_labels == "error" else None
+            records = load_records(card.name, split=card_split, image_root=data_args.image_root,
+                                   max_samples=limit, card=card)
         tasks.append(zero_shot_task(card.name, records, card.class_names, card.templates or None,
                                     unlisted=card.unlisted_labels, max_samples=max_samples))
     return tasks
@@ -112,7 +126,10 @@ def run_retrieval(model_args, data_args, training_args, contrastive_args, *, tra
                                         eval_records)
     has_eval = trainer.eval_dataset is not None or trainer.zero_shot_tasks
     before = _evaluate(trainer, "eval_before_train") if training_args.eval_before_train and has_eval else {}
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # --resume_from_checkpoint true: the newest *complete* checkpoint (a fresh start when there is none)
+    checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
+                                           is_main_process=trainer.is_world_process_zero())
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
