@@ -79,7 +79,10 @@ __all__ = [
 CARDS_DIR = Path(__file__).resolve().parent.parent / "data_cards"
 
 FORMATS = ("llava", "messages", "cauldron", "vqa", "caption", "multiple_choice")
-TASKS = ("vqa", "caption", "instruct", "multiple_choice")
+# retrieval / zero_shot: cards for the contrastive recipe (recipes/retrieval.py); zero_shot cards add class_names
+# and templates (the prompt ensemble), and unlisted_labels (error | skip: records whose answer is no class).
+TASKS = ("vqa", "caption", "instruct", "multiple_choice", "retrieval", "zero_shot")
+CONTRASTIVE_TASKS = ("retrieval", "zero_shot")
 
 # Which column roles each format needs, and which it may use.
 _REQUIRED = {
@@ -109,7 +112,7 @@ DEFAULT_PROMPTS = {
 _CARD_KEYS = {
     "name", "hub_id", "builtin", "config", "configs", "data_files", "revision", "splits", "train_split",
     "eval_split", "task", "format", "columns", "prompt", "metrics", "metric", "license", "citation", "features",
-    "homepage", "image_size",
+    "homepage", "image_size", "class_names", "templates", "unlisted_labels", "dataset",
 }
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*(?:\n|\Z)(.*)\Z", re.DOTALL)
 
@@ -142,6 +145,10 @@ class DataCard:
     citation: str | None = None
     homepage: str | None = None
     features: list | None = None  # the dataset_info ``features`` list, as in the Hub README
+    class_names: list[str] = field(default_factory=list)  # zero_shot cards: the classes, in label-index order
+    templates: list[str] = field(default_factory=list)  # zero_shot cards: prompts with {} for the class name
+    unlisted_labels: str = "error"  # zero_shot cards: a record whose answer is no class: error | skip
+    dataset: str | None = None  # builtin cards: the built-in dataset they read (e.g. shapes); default: their name
     prose: str = ""
     path: Path | None = None
 
@@ -243,7 +250,7 @@ def parse_card(text: str, path: str | os.PathLike | None = None) -> DataCard:
     metrics = [metrics] if isinstance(metrics, str) else metrics
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise _fail(where, "metrics", f"must be a metric name or a list of them, got {metrics!r}")
-    if not metrics and task != "instruct":
+    if not metrics and task not in ("instruct", *CONTRASTIVE_TASKS):
         raise _fail(where, "metrics", f"empty; a {task} card names the metric(s) its task is scored with (only "
                                       "instruct cards may give [] when no answer metric fits)")
     bundled = available_metrics()
@@ -286,7 +293,22 @@ def parse_card(text: str, path: str | os.PathLike | None = None) -> DataCard:
     prompt = meta.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise _fail(where, "prompt", f"must be a string template, got {prompt!r}")
+    class_names, templates = meta.get("class_names") or [], meta.get("templates") or []
+    for key, value in (("class_names", class_names), ("templates", templates)):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise _fail(where, key, f"must be a list of non-blank strings, got {value!r}")
+    if task == "zero_shot" and not class_names:
+        raise _fail(where, "class_names", "missing; a zero_shot card lists its classes (in label-index order)")
+    if any("{}" not in t for t in templates):
+        raise _fail(where, "templates", "every template needs a {} where the class name goes")
+    unlisted = meta.get("unlisted_labels", "error")
+    if unlisted not in ("error", "skip"):
+        raise _fail(where, "unlisted_labels", f"must be 'error' or 'skip', got {unlisted!r}")
+    dataset = meta.get("dataset")
+    if dataset is not None and (not builtin or not isinstance(dataset, str)):
+        raise _fail(where, "dataset", "only a builtin card names a built-in dataset (a string, e.g. shapes)")
     card = DataCard(
+        class_names=class_names, templates=templates, unlisted_labels=unlisted, dataset=dataset,
         name=name, task=task, format=fmt, license=license_, hub_id=hub_id, builtin=builtin, config=config,
         configs=configs, data_files=meta.get("data_files"), revision=meta.get("revision"), splits=splits,
         train_split=meta.get("train_split"), eval_split=meta.get("eval_split"), columns=columns, prompt=prompt,

@@ -1,7 +1,8 @@
 """The ``mmft`` command. Training runs through the recipes (``accelerate launch recipes/vqa.py``); this
 command holds the utilities around them: ``info``, ``build-tiny-model``, ``shapes``, ``data check`` / ``data show``
 (preflight a dataset, see a sample as the model does) and ``merge`` (fold a LoRA/DoRA adapter into its base model
-for serving); ``eval`` (score a trained folder or any model on a dataset) and ``predict`` (batch inference to JSONL).
+for serving); ``eval`` (score a trained folder or any model on a dataset) and ``predict`` (batch inference to JSONL);
+``embed`` (a dataset's image or text embeddings from a dual encoder, for a search index).
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .inference import add_inference_commands  # light: torch and transformers load inside the handlers
 
     add_inference_commands(commands)  # mmft eval | predict
+    from .contrastive.embed import add_embed_command  # light: torch and the model load inside the handler
+
+    add_embed_command(commands)  # mmft embed
     return parser
 
 

@@ -19,6 +19,7 @@ import pytest
 from mmft import cards
 from mmft.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.errors import UsageError
 from mmft.metrics import available_metrics
 from mmft.records import RecordError
 from mmft.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
@@ -146,7 +147,10 @@ def _text(message) -> str:
     return "".join(entry["text"] for entry in message["content"] if entry["type"] == "text")
 
 
-@pytest.mark.parametrize("card", CARDS, ids=[card.name for card in CARDS])
+SCHEMA_CARDS = [card for card in CARDS if card.task != "zero_shot"]  # zero_shot cards: their own test below
+
+
+@pytest.mark.parametrize("card", SCHEMA_CARDS, ids=[card.name for card in SCHEMA_CARDS])
 def test_every_card_loads_a_dataset_with_its_schema(card, tmp_path, monkeypatch):
     features = card.datasets_features()
     assert features is not None, f"{card.name}: a card needs its features block"
@@ -530,3 +534,49 @@ def test_metrics_default_to_the_data_cards_and_an_explicit_flag_wins(tmp_path):
     assert resolved("--dataset_name", "chartqa") == ["relaxed_accuracy"]
     assert resolved("--dataset_name", "docvqa", "--metrics", "exact_match") == ["exact_match"]
     assert resolved("--dataset_name", str(tmp_path / "mine.jsonl")) == ["vqa_accuracy", "exact_match"]  # no card
+
+
+ZERO_SHOT_CARDS = [card for card in CARDS if card.task == "zero_shot"]
+
+
+@pytest.mark.parametrize("card", ZERO_SHOT_CARDS, ids=[card.name for card in ZERO_SHOT_CARDS])
+def test_zero_shot_cards_load_labelled_images_through_their_own_columns(card, tmp_path, monkeypatch):
+    from mmft.contrastive.workflow import load_zero_shot_tasks
+
+    features = card.datasets_features()
+    label_column = card.columns["captions"]
+    assert isinstance(features[label_column], datasets.ClassLabel)
+    assert features[label_column].names == card.class_names  # label index i is class_names[i]
+    labels = [3, 0, len(card.class_names) - 1]
+    rows = {name: [_filler(feature, i) for i in range(3)] for name, feature in features.items()}
+    rows[label_column] = labels
+    rows[card.columns["image"]] = [{"bytes": _png((40 * i, 0, 0)), "path": None} for i in range(3)]
+    split = card.eval_split
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / f"{split}.parquet"))
+    calls = []
+    _serve(monkeypatch, folder, calls)
+    # The training data's column flags describe the training set: they must not remap the card's dataset.
+    data_args = DataArguments(column_image="not_a_column", column_caption="nor_this")
+    (task,) = load_zero_shot_tasks([card.name], data_args)
+    assert calls == [(card.hub_id, card.config, {"split": split, "streaming": False})]
+    assert task.name == card.name and task.labels == labels and task.class_names == card.class_names
+    assert task.templates == card.templates and all("{}" in t for t in task.templates)
+    from mmft.images import load_image
+
+    pixels = [load_image(item["image"], record_id=item["id"]).getpixel((0, 0))[0] for item in task.items]
+    assert pixels == [0, 40, 80]  # the card's image column, rows in order
+    (first,) = load_zero_shot_tasks([card.name], data_args, max_samples=1)
+    assert first.labels == labels[:1]
+
+
+def test_a_builtin_zero_shot_card_reads_the_dataset_it_names(tmp_path, monkeypatch):
+    from mmft.contrastive.workflow import load_zero_shot_tasks
+
+    assert find_card("shapes-shape-names").dataset == "shapes"
+    text = (Path(find_card("shapes-shape-names").path).read_text()
+            .replace("name: shapes-shape-names", "name: mine").replace("dataset: shapes ", "dataset: shapez "))
+    (tmp_path / "mine.md").write_text(text)
+    with pytest.raises(UsageError, match="'shapez' is not a built-in dataset"):
+        load_zero_shot_tasks([str(tmp_path / "mine.md")], DataArguments())

@@ -1,0 +1,44 @@
+"""Tiny CLIP dual encoder (``mmft:tiny-clip``): transformers' ``CLIPModel`` with a real ``CLIPProcessor``, offline.
+
+Not a generative family fixture: this module defines ``DUAL_ENCODER`` (not ``FIXTURE``), so the image-text-to-text
+family matrix (``tiny_fixtures()``) never picks it up; ``mmft.contrastive.models`` resolves ``mmft:tiny-clip``.
+Sizes suit a 2-core CPU: 48x48 images in 8x8 patches (36 patches + CLS), towers of width 64 and 2 layers, so a
+training step on a batch of 32 takes tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .dual_encoders import DualEncoderFixture, contrastive_tokenizer
+
+IMAGE_SIZE = 48  # the shapes images' size: no resize blur
+PATCH_SIZE = 8
+HIDDEN = 64
+LAYERS = 2
+MAX_TEXT_TOKENS = 32
+
+
+def build(out_dir: Path) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    tokenizer = contrastive_tokenizer(model_max_length=MAX_TEXT_TOKENS)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    tower = dict(hidden_size=HIDDEN, intermediate_size=HIDDEN * 4, num_hidden_layers=LAYERS, num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=MAX_TEXT_TOKENS,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **tower),
+        vision_config=dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, **tower),
+        projection_dim=HIDDEN,
+    )
+    model = CLIPModel(config)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+DUAL_ENCODER = DualEncoderFixture(name="clip", build=build, module=__name__)
