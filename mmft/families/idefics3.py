@@ -18,22 +18,10 @@ Chat template: the real checkpoints ship ``User:<image>question<end_of_utterance
 """
 
 from . import Family, register
+from .idefics2 import CHAT_TEMPLATE as IDEFICS2_CHAT_TEMPLATE
 
-# Idefics3-8B-Llama3's template, plus string content.
-CHAT_TEMPLATE = (
-    "<|begin_of_text|>{% for message in messages %}"
-    "{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<end_of_utterance>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
+# Idefics3-8B-Llama3's template is Idefics2's after Llama 3's BOS (plus string content, as there).
+CHAT_TEMPLATE = "<|begin_of_text|>" + IDEFICS2_CHAT_TEMPLATE
 
 IDEFICS3 = register(
     Family(

@@ -15,24 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..families.idefics3 import CHAT_TEMPLATE  # the checkpoint's template (plus string content)
 from . import TinyFixture
 from .tokenizer import train_tokenizer
-
-# Idefics3-8B-Llama3's template, plus `content is string` support (the real one indexes content[0]['type']).
-CHAT_TEMPLATE = (
-    "<|begin_of_text|>{% for message in messages %}"
-    "{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<end_of_utterance>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
 
 # The tile grid tokens the processor writes (it looks up rows/cols 1..6).
 ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
