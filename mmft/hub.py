@@ -195,6 +195,7 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_before: dict[str, float] = field(default_factory=dict)
     generation: str = ""
+    bad_records: dict | None = None  # VLMTrainer.bad_record_summary: records left out (--on_bad_record drop)
 
 
 def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None = None,
@@ -256,6 +257,7 @@ def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None
         metrics=evaluation_metrics(trainer, metrics),
         metrics_before=before,
         generation=generation,
+        bad_records=getattr(trainer, "bad_record_summary", None),
     )
 
 
@@ -447,6 +449,31 @@ def _metrics_table(summary: RunSummary) -> str:
     return f"Measured on {where}. {summary.generation}\n\n{header}\n" + "\n".join(rows)
 
 
+CARD_LISTED_IDS = 20  # record ids named per reason in the card (every record is counted)
+
+
+def _bad_records_section(summary: RunSummary) -> str:
+    """The records training left out, by reason, with their ids (never the messages: they hold local paths)."""
+    bad = summary.bad_records
+    if not bad or not bad.get("counts"):
+        return ""
+    from .badrecords import REASON_TEXT
+
+    total = sum(bad["counts"].values())
+    scanned = f" of the {bad['scanned']} records scanned at start-up" if bad.get("scanned") else ""
+    lines = [f"{total} bad training record(s) were left out (`--on_bad_record drop`): {bad['at_startup']} by the "
+             f"start-up scan{scanned}, {total - bad['at_startup']} by the data loader ({bad['seen']} samples seen).",
+             "", "| reason | records | ids |", "|---|---|---|"]
+    for reason, count in bad["counts"].items():
+        ids = bad["ids"].get(reason, [])
+        shown = ", ".join(f"`{record_id}`" for record_id in ids[:CARD_LISTED_IDS])
+        more = f" and {count - len(ids[:CARD_LISTED_IDS])} more" if count > len(ids[:CARD_LISTED_IDS]) else ""
+        lines.append(f"| {REASON_TEXT.get(reason, reason)} | {count} | {shown}{more} |")
+    if bad.get("eval_at_startup"):
+        lines += ["", f"{bad['eval_at_startup']} bad evaluation record(s) were left out at start-up."]
+    return "\n### Records left out\n\n" + "\n".join(lines) + "\n"
+
+
 def card_text(summary: RunSummary) -> str:
     """The card's Markdown body."""
     what = "A LoRA adapter" if summary.method == "lora" else "A DoRA adapter" if summary.method == "dora" else \
@@ -472,7 +499,7 @@ def card_text(summary: RunSummary) -> str:
 | setting | value |
 |---|---|
 {hyperparameters}
-
+{_bad_records_section(summary)}
 ### Framework versions
 
 {_versions()}
