@@ -305,6 +305,10 @@ def _hyperparameters(trainer, model_args, data_args, peft_config) -> dict[str, o
     if data_args is not None:
         rows["max length (tokens)"] = data_args.max_length
         rows["over-length samples"] = data_args.overlength_policy
+        on_bad = getattr(data_args, "on_bad_record", None)
+        if on_bad is not None:
+            rows["bad records"] = (f"drop (stop above {data_args.max_bad_fraction:g} bad)" if on_bad == "drop"
+                                   else on_bad)
         if data_args.max_pixels:
             rows["max pixels per image"] = data_args.max_pixels
     rows["seed"] = args.seed
@@ -460,9 +464,10 @@ def _bad_records_section(summary: RunSummary) -> str:
     from .badrecords import REASON_TEXT
 
     total = sum(bad["counts"].values())
-    scanned = f" of the {bad['scanned']} records scanned at start-up" if bad.get("scanned") else ""
+    scanned = f" (of {bad['scanned']} records)" if bad.get("scanned") else ""
     lines = [f"{total} bad training record(s) were left out (`--on_bad_record drop`): {bad['at_startup']} by the "
-             f"start-up scan{scanned}, {total - bad['at_startup']} by the data loader ({bad['seen']} samples seen).",
+             f"start-up scan{scanned}, {total - bad['at_startup']} by the data loader (of {bad['seen']} samples "
+             "seen).",
              "", "| reason | records | ids |", "|---|---|---|"]
     for reason, count in bad["counts"].items():
         ids = bad["ids"].get(reason, [])

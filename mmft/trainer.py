@@ -258,9 +258,11 @@ class VLMTrainer(Trainer):
         self.bad_record_summary = summary_for_card(self.bad_records, loader, kept, seen)
         metrics = self.bad_records.metrics(loader)
         if metrics["train_bad_records"] and self.is_world_process_zero():
-            counts_text = ", ".join(f"{n} {reason}" for reason, n in self.bad_record_summary["counts"].items())
-            logger.warning("Left out %d bad training records (%d at start-up, %d in the data loader: %s; "
-                           "--on_bad_record drop).", metrics["train_bad_records"],
+            summary = self.bad_record_summary
+            counts_text = "; ".join(f"{n} {reason}: {', '.join(summary['ids'].get(reason, [])[:20])}"
+                                    for reason, n in summary["counts"].items())
+            logger.warning("Left out %d bad training records (%d at start-up, %d in the data loader; "
+                           "--on_bad_record drop). By reason, with ids: %s", metrics["train_bad_records"],
                            metrics["train_bad_records_at_startup"], sum(loader.values()), counts_text)
         return metrics
 
