@@ -39,7 +39,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import UsageError
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "image_size", "load_image"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "check_image_file", "image_size", "load_image"]
 
 # Decompression-bomb cap: 64 megapixels (e.g. 8000x8000). That is above what real training images are (phone and
 # most camera photos are 12-50 MP, and every VLM processor downsizes to ~0.2-4 MP anyway) yet bounds the worst case
@@ -162,11 +162,7 @@ def image_size(
             with _open_source(source) as fp, Image.open(fp) as img:
                 size = _oriented_size(img, _exif_orientation(img, header_only=True))
                 if check_complete and _is_complete(fp, img.format) is False:
-                    marker = "IEND chunk" if img.format == "PNG" else "end-of-image (EOI) marker"
-                    raise ctx.error(
-                        f"{desc} is truncated: the {img.format} file ends before its {marker}",
-                        "Re-download or re-encode the image, or drop the record.", "truncated_image",
-                    )
+                    raise _truncated(ctx, desc, img.format)
                 return size
     except ImageLoadError:
         raise
@@ -316,6 +312,72 @@ def _open_source(source: Path | bytes):
     return open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
 
 
+def check_image_file(
+    ref: Any,
+    *,
+    root: str | os.PathLike | None = None,
+    allow_outside_root: bool = False,
+    record_id: str | None = None,
+) -> tuple[int, int]:
+    """(width, height) as stored, after the checks training's start-up scan makes: the path rules, a readable header,
+    and (PNG, JPEG) the end marker. Raises ``ImageLoadError`` like :func:`image_size` with ``check_complete``.
+
+    PNG and JPEG headers are read here directly (PNG's IHDR, JPEG's start-of-frame): with the end marker ~15 us a
+    file in the page cache, against ~100 us for ``PIL.Image.open``'s header parse, which matters on every start of
+    a run over a large dataset (the path checks cost more still, and are the same as the loader's). Other formats,
+    and files this reader cannot follow, go through :func:`image_size`. Sizes are as stored, not EXIF-oriented
+    (orientation does not change the pixel count)."""
+    if isinstance(ref, Image.Image):
+        return ref.size
+    ctx = _Context(record_id)
+    source, desc = _resolve_source(ref, root=root, allow_outside_root=allow_outside_root, allow_remote=False, ctx=ctx)
+    try:
+        with _open_source(source) as fp:
+            header = fp.read(32)
+            size = fp.seek(0, os.SEEK_END)
+            image_format, dimensions = _direct_header(fp, header, size)
+            if dimensions is not None:
+                if not _is_complete(fp, image_format):
+                    raise _truncated(ctx, desc, image_format)
+                return dimensions
+    except ImageLoadError:
+        raise
+    except OSError as exc:
+        raise _decode_error(exc, desc, ctx) from exc
+    return image_size(ref, root=root, allow_outside_root=allow_outside_root, check_complete=True,
+                      record_id=record_id)
+
+
+def _direct_header(fp: Any, header: bytes, size: int) -> tuple[str | None, tuple[int, int] | None]:
+    """``(format, (width, height))`` for a PNG or a baseline/progressive JPEG; ``(None, None)`` when not followed."""
+    if header.startswith(b"\x89PNG\r\n\x1a\n") and header[12:16] == b"IHDR" and len(header) >= 24:
+        return "PNG", (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big"))
+    if not header.startswith(b"\xff\xd8"):
+        return None, None
+    position = 2
+    while position + 9 <= size:
+        fp.seek(position)
+        segment = fp.read(9)
+        if segment[0] != 0xFF:
+            return None, None
+        marker = segment[1]
+        if marker == 0xFF:
+            position += 1
+        elif marker in _JPEG_START_OF_FRAME:  # FF Cn, length, precision, height, width
+            return "JPEG", (int.from_bytes(segment[7:9], "big"), int.from_bytes(segment[5:7], "big"))
+        elif marker == _JPEG_SOS or marker in _JPEG_STANDALONE_MARKERS:
+            return None, None  # no frame header before the scan: let PIL judge
+        else:
+            position += 2 + int.from_bytes(segment[2:4], "big")
+    return None, None
+
+
+def _truncated(ctx: _Context, desc: str, image_format: str | None) -> ImageLoadError:
+    marker = "IEND chunk" if image_format == "PNG" else "end-of-image (EOI) marker"
+    return ctx.error(f"{desc} is truncated: the {image_format} file ends before its {marker}",
+                     "Re-download or re-encode the image, or drop the record.", "truncated_image")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Truncation by end marker, without decoding
 
@@ -324,6 +386,7 @@ _PNG_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})  # TEM, SOI, RST0-7: no length field
+_JPEG_START_OF_FRAME = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _TAIL_BYTES = 64  # room for the zero padding some encoders write after EOI
 _SCAN_CHUNK = 1 << 20
 

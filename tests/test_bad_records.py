@@ -59,9 +59,27 @@ def test_end_marker_check_finds_truncated_files_without_decoding(image_format, m
     assert images.image_size(data + bytes(range(256)) * 64, check_complete=True) == (64, 64)
     for cut in (len(data) - 1, len(data) - 2, len(data) // 2, len(data) - 13):
         assert images.image_size(data[:cut]) == (64, 64)  # the header alone cannot tell
+        for check in (lambda ref: images.image_size(ref, check_complete=True, record_id="r1"),
+                      lambda ref: images.check_image_file(ref, record_id="r1")):  # the start-up scan's reader
+            with pytest.raises(images.ImageLoadError) as info:
+                check(data[:cut])
+            assert info.value.kind == "truncated_image" and "r1" in str(info.value)
+            assert "truncated" in str(info.value)
+
+
+def test_start_up_reader_agrees_with_pil_on_sizes_and_refusals(tmp_path):
+    wide = noisy_image(5, size=(48, 20))
+    for image_format in ("PNG", "JPEG"):
+        data = encoded(wide, image_format)
+        assert images.check_image_file(data) == images.image_size(data) == (48, 20)
+    (tmp_path / "x.gif").write_bytes(encoded(wide, "GIF"))  # another format: through PIL
+    assert images.check_image_file("x.gif", root=tmp_path) == (48, 20)
+    (tmp_path / "text.png").write_text("not an image")
+    for ref, kind in (("text.png", "unreadable_image"), ("gone.png", "missing_image"),
+                      ("../x.png", "image_outside_root")):
         with pytest.raises(images.ImageLoadError) as info:
-            images.image_size(data[:cut], check_complete=True, record_id="r1")
-        assert info.value.kind == "truncated_image" and "r1" in str(info.value) and "truncated" in str(info.value)
+            images.check_image_file(ref, root=tmp_path)
+        assert info.value.kind == kind
 
 
 # ---- the start-up scan over the corpus ----------------------------------------------------------------------------
@@ -137,9 +155,10 @@ def _small_set(tmp_path, n=8):
     folder.mkdir()
     rows = []
     for i in range(n):
-        Image.new("RGB", (32, 32), "red" if i % 2 else "blue").save(folder / f"{i}.png")
+        colour = "red" if i % 2 else "blue"
+        Image.new("RGB", (32, 32), colour).save(folder / f"{i}.png")
         rows.append({"id": f"r{i}", "image": f"{i}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red" if i % 2 else "blue"}]})
+            {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": colour}]})
     path = folder / "train.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
