@@ -315,3 +315,22 @@ def test_bytes_images_are_scanned_too(tmp_path):
     scan_for_bad_records(train, None, DataArguments(max_bad_fraction=1.0))
     assert [train[i]["id"] for i in range(len(train))] == ["full"]
     assert _by_reason(train.bad_record_scan.bad) == {"truncated_image": ["cut"]}
+
+
+def test_streamed_records_are_dropped_by_the_loader(tiny_llava_dir, tmp_path):
+    """A stream has no start-up scan: its bad images are met, dropped and counted by the data loader."""
+    path = _small_set(tmp_path)
+    (path.parent / "6.png").unlink()
+    _corrupt_after_startup(path, ["2.png"])
+    data_args = DataArguments(dataset_name=str(path), max_length=256, streaming=True, max_bad_fraction=0.5)
+    args = _args(tmp_path, max_steps=2)
+    train, _ = load_datasets(data_args, training_args=args)
+    assert getattr(train, "bad_record_scan", None) is None  # nothing scanned
+    trainer = build_trainer(ModelArguments(model_name_or_path=str(tiny_llava_dir), use_peft=False), data_args, args,
+                            train)
+    result = trainer.train()
+    assert trainer.state.global_step == 2
+    assert result.metrics["train_bad_records"] == 2 and result.metrics["train_bad_records_at_startup"] == 0
+    metrics = result.metrics
+    assert metrics["train_bad_records_missing_image"] == metrics["train_bad_records_unreadable_image"] == 1
+    assert sorted(r.record_id for r in trainer.bad_records.kept) == ["r2", "r6"]
