@@ -2,7 +2,8 @@
 
 The collator runs in DataLoader workers. For each canonical record it
 
-1. loads its images (``mmft.images``: safe paths, RGB, ``max_pixels`` cap);
+1. loads its images (``mmft.images``: safe paths, RGB, ``max_pixels`` cap); in training, a record whose image
+   cannot be loaded is dropped and reported to the trainer, or stops the run (``on_bad_record``, ``mmft.badrecords``);
 2. renders the conversation with the processor's own chat template;
 3. finds the assistant spans in the rendered text by *rendering prefixes and diffing*: the text of turn i
    is what ``messages[:i+1]`` adds to ``messages[:i]`` + generation prompt. This works for any template,

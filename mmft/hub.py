@@ -307,8 +307,8 @@ def _hyperparameters(trainer, model_args, data_args, peft_config) -> dict[str, o
         rows["over-length samples"] = data_args.overlength_policy
         on_bad = getattr(data_args, "on_bad_record", None)
         if on_bad is not None:
-            rows["bad records"] = (f"drop (stop above {data_args.max_bad_fraction:g} bad)" if on_bad == "drop"
-                                   else on_bad)
+            rows["bad records"] = (f"drop (stop above {100 * data_args.max_bad_fraction:g}% bad)"
+                                   if on_bad == "drop" else on_bad)
         if data_args.max_pixels:
             rows["max pixels per image"] = data_args.max_pixels
     rows["seed"] = args.seed

@@ -122,8 +122,10 @@ class VLMTrainer(Trainer):
         else:  # reported as <prefix>_dropped_samples by evaluation_loop
             self._eval_dropped += int(dropped or 0) + (len(bad["bad"]) if bad is not None else 0)
         if inputs["input_ids"].numel() == 0:
-            # Every sample of this batch was over max_length and dropped. Return a zero loss that still touches
-            # every trainable parameter, so distributed gradient reduction stays in step across processes.
+            # Every sample of this batch was dropped (over max_length, or a bad record: mmft.badrecords). Return a
+            # zero loss that still touches every trainable parameter, so distributed gradient reduction stays in step
+            # across processes. The step is kept rather than refilled from other records: refilling would change
+            # which records each process sees, and so the data order a resumed run replays.
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             return (loss, None) if return_outputs else loss
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
@@ -238,8 +240,9 @@ class VLMTrainer(Trainer):
         return gather_object(list(ledger.kept))
 
     def _stop_if_too_many_bad(self) -> None:
-        # Once per optimizer step. Under several processes the counts are summed first (one small all-reduce), so
-        # every process sees the same totals and all stop at the same step.
+        # Once per optimizer step. Under several processes the counts are summed first (one all-reduce of 7 integers
+        # and a host sync per optimizer step, as the non-finite guard makes), so every process sees the same totals
+        # and all stop at the same step; alone, nothing is synchronised until a record has been dropped.
         if self.accelerator.num_processes == 1 and not self.bad_records.num_bad:
             return
         counts, seen = self._loader_bad_counts()
