@@ -2,7 +2,8 @@
 
 The collator runs in DataLoader workers. For each canonical record it
 
-1. loads its images (``mmft.images``: safe paths, RGB, ``max_pixels`` cap);
+1. loads its images (``mmft.images``: safe paths, RGB, ``max_pixels`` cap); in training, a record whose image
+   cannot be loaded is dropped and reported to the trainer, or stops the run (``on_bad_record``, ``mmft.badrecords``);
 2. renders the conversation with the processor's own chat template;
 3. finds the assistant spans in the rendered text by *rendering prefixes and diffing*: the text of turn i
    is what ``messages[:i+1]`` adds to ``messages[:i]`` + generation prompt. This works for any template,
@@ -35,6 +36,7 @@ from PIL import Image
 
 from . import images as images_lib
 from .augment import ImageAugmenter, PromptParaphraser, sample_rng
+from .badrecords import BAD_RECORD_POLICIES, BAD_RECORDS_KEY, BadRecordError
 from .errors import UsageError
 from .families import Family, family_for_processor
 from .records import prompt_and_answer
@@ -174,6 +176,11 @@ class VLMCollator:
         augmenter: training-only image augmentation (``mmft.augment.ImageAugmenter``), applied after loading.
         paraphraser: training-only question paraphrases (``mmft.augment.PromptParaphraser``) for user turns.
         seed: with ``epoch`` (``set_epoch``) and the record id, the only input of the augmentation draws.
+        on_bad_record: in training, what to do with a record whose image cannot be loaded (``ImageLoadError``:
+            missing, refused, truncated, corrupt). ``None`` (default): the error propagates as it is (``mmft data
+            check`` sorts it by kind). ``"error"``: raise ``BadRecordError`` naming the record, the file and the
+            flag. ``"drop"``: leave the sample out of the batch, log its id and reason, and report it to the trainer
+            under ``BAD_RECORDS_KEY`` with the number of records the batch was given (``mmft.badrecords``).
     """
 
     processor: Any
@@ -191,6 +198,7 @@ class VLMCollator:
     augmenter: ImageAugmenter | None = None
     paraphraser: PromptParaphraser | None = None
     seed: int = 0
+    on_bad_record: str | None = None
     _placeholder_ids: set[int] = field(init=False, repr=False)
     _epoch: torch.Tensor = field(init=False, repr=False)
 
@@ -199,6 +207,8 @@ class VLMCollator:
             raise ValueError(f"mode must be 'train' or 'generate', got {self.mode!r}")
         if self.overlength_policy not in OVERLENGTH_POLICIES:
             raise ValueError(f"overlength_policy must be one of {OVERLENGTH_POLICIES}, got {self.overlength_policy!r}")
+        if self.on_bad_record is not None and self.on_bad_record not in BAD_RECORD_POLICIES:
+            raise ValueError(f"on_bad_record must be None or one of {BAD_RECORD_POLICIES}, got {self.on_bad_record!r}")
         if self.shrink_min_pixels is None or self.shrink_min_pixels < 1:
             raise ValueError(f"shrink_min_pixels must be a positive number of pixels, got {self.shrink_min_pixels!r}")
         # Shared memory: DataLoader workers (persistent ones included) hold copies of this collator, and must see the
@@ -336,12 +346,41 @@ class VLMCollator:
         kwargs.update(self.family.processor_kwargs(self.mode))  # the family's word is final
         return self.processor(text=texts, images=images if any(images) else None, **kwargs)
 
+    def prepare_all(self, records: list[dict]) -> tuple[list[dict], list, list[tuple[str, str, str]]]:
+        """``(records kept, their prepared samples, bad)``: ``bad`` lists ``(id, reason, message)`` of the records
+        whose images could not be loaded, left out under ``on_bad_record="drop"`` (see the class docstring)."""
+        if self.on_bad_record is None or self.mode != "train":
+            return records, [self.prepare(record) for record in records], []
+        kept, prepared, bad = [], [], []
+        for record in records:
+            try:
+                prepared.append(self.prepare(record))
+            except images_lib.ImageLoadError as error:
+                if self.on_bad_record == "error":
+                    raise BadRecordError(
+                        f"{error} Training stopped at this record (--on_bad_record error): fix or remove it "
+                        "(`mmft data check --decode_images` finds every such record), or pass --on_bad_record drop "
+                        "to leave such records out (up to --max_bad_fraction of them)."
+                    ) from None
+                # Logged here, in the DataLoader worker, where the record is known; the trainer adds up the counts.
+                logger.warning("Dropping training record %r (%s): %s", record["id"], error.kind, error)
+                bad.append((str(record["id"]), error.kind, str(error)))
+            else:
+                kept.append(record)
+        return kept, prepared, bad
+
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
-        keepalive = self.keep_vision_active and self.mode == "train" and not any(r["images"] for r in records)
+        given = len(records)
+        records, prepared, bad = self.prepare_all(records)
+        # Decided on the records kept: a batch whose only image record was dropped needs the blank image too. A batch
+        # with no record left gets no keep-alive sample: alone, its loss would average over no label (NaN); it
+        # becomes an empty batch, which the trainer turns into a zero loss over every trainable parameter.
+        keepalive = (self.keep_vision_active and self.mode == "train" and bool(records)
+                     and not any(r["images"] for r in records))
         if keepalive:
             records = [*records, self._vision_keepalive_record()]
-        prepared = [self.prepare(record) for record in records]
-        batch = self.process(prepared)
+            prepared.append(self.prepare(records[-1]))
+        batch = self.process(prepared) if prepared else self.empty_batch()
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         over = [i for i, n in enumerate(lengths) if self.max_length is not None and n > self.max_length]
         if over and self.overlength_policy == "error":
@@ -390,6 +429,8 @@ class VLMCollator:
         if self.mode == "train":
             if keepalive and records and records[-1]["id"] == KEEPALIVE_ID:
                 batch["labels"][-1] = IGNORE_INDEX  # runs the vision tower, teaches nothing
+            if self.on_bad_record == "drop":
+                batch[BAD_RECORDS_KEY] = {"seen": given, "bad": bad}
             if self.overlength_policy == "drop":
                 batch[NUM_DROPPED_KEY] = torch.tensor(len(over))
             elif self.overlength_policy == "shrink":

@@ -200,6 +200,23 @@ class DataArguments:
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metadata={"help": "Refuse images whose header claims more pixels than this (decompression bombs)."},
     )
+    on_bad_record: Literal["drop", "error"] = field(
+        default="drop",
+        metadata={"help": "What to do with a bad record: one whose structure is invalid or whose image is missing, "
+                          "outside the image root, over --max_image_pixels, truncated or unreadable, found by the "
+                          "start-up scan (headers and PNG/JPEG end markers, nothing decoded) or when the data loader "
+                          "decodes it. 'drop' (default): leave it out, log its id and reason, count it "
+                          "(train_bad_records* in train_results.json and the model card), and stop with a report "
+                          "once more than --max_bad_fraction of the records are bad. 'error': stop before the first "
+                          "step naming every bad record the scan found, or at the first one the loader meets."},
+    )
+    max_bad_fraction: float = field(
+        default=0.01,
+        metadata={"help": "With --on_bad_record drop: stop with a report once more than this share of the records "
+                          "scanned at start-up, or of the samples the data loader has seen, are bad. Judged over at "
+                          "least 100 samples, so at the default 0.01 one bad sample among the first few does not "
+                          "stop a run. 0 stops at the first bad record (with the report)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training records."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation records."})
     streaming: bool = field(

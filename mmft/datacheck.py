@@ -14,7 +14,8 @@ How each check is made, and why:
   placeholder/image mismatch, malformed record) by what it says.
 - **Images** are checked with :func:`mmft.images.image_size`: the same path rules as training (relative to the
   image root, nothing escaping it) and a header-only read, so no pixel is decoded and memory stays flat however
-  large the images are. A file whose header is fine but whose pixel data is truncated passes the header read;
+  large the images are. A truncated PNG or JPEG is caught too, by its missing end marker (``IEND`` / ``EOI``:
+  a few bytes read at the end of the file). A file cut elsewhere, or corrupt inside its pixel data, passes;
   ``--decode_images`` (or ``--model``, which runs the real collator) decodes every image to catch those too.
 - **Lengths** with ``--model`` come from the real :class:`~mmft.collator.VLMCollator` in train mode: the same
   chat template, image expansion and label construction as training, so the count is the collator's own (its
@@ -69,6 +70,7 @@ PROBLEM_KINDS = {
     "missing_image": "image files that do not exist (relative paths resolve against the image root)",
     "image_outside_root": "image paths that are absolute or lead outside the image root (refused in training)",
     "unreadable_image": "image files that are not a readable image (corrupt, truncated or not an image)",
+    "truncated_image": "PNG / JPEG files cut short: no end marker (IEND / EOI), found without decoding",
     "image_too_large": "images over the decompression-bomb pixel cap (--max_image_pixels)",
     "remote_image": "http(s) image URLs, refused without --allow_remote_images",
     "over_length": "samples longer than --max_length tokens after image expansion",
@@ -522,7 +524,9 @@ class DataChecker:
                 width, height = image.size
                 image.close()
             else:
-                width, height = images.image_size(ref, root=image_root, allow_outside_root=outside)
+                # The header, and the end marker of a PNG / JPEG (truncated files): a few bytes, nothing decoded.
+                width, height = images.image_size(ref, root=image_root, allow_outside_root=outside,
+                                                  check_complete=True)
         except images.ImageLoadError as error:
             return ("error", error.kind, str(error))
         if self.max_image_pixels is not None and width * height > self.max_image_pixels:

@@ -80,8 +80,26 @@ def usage_error_types() -> tuple[type[BaseException], ...]:
     return (UsageError, *_hub_offline_errors())
 
 
+def without_worker_traceback(error: BaseException) -> str:
+    """The message of ``error`` as it was raised, also when a DataLoader worker raised it.
+
+    PyTorch re-raises a worker's exception in the main process as the same type, but with a new message: "Caught X
+    in DataLoader worker process N. Original Traceback ..." followed by the worker's whole traceback, whose last
+    lines are ``module.X: <the original message>``. A usage error (a bad record met by the collator) must still
+    read as its one message, so the original is recovered from there."""
+    message = str(error)
+    if not message.startswith("Caught ") or "\nOriginal Traceback" not in message:
+        return message
+    kind = type(error)
+    for name in (f"{kind.__module__}.{kind.__qualname__}: ", f"{kind.__qualname__}: "):
+        start = message.rfind(name)
+        if start >= 0:
+            return message[start + len(name):].rstrip("\n")
+    return message
+
+
 def format_usage_error(error: BaseException, prog: str) -> str:
-    message = str(error).strip() or type(error).__name__
+    message = without_worker_traceback(error).strip() or type(error).__name__
     return f"{prog}: error: {message}"
 
 

@@ -199,6 +199,7 @@ class RunSummary:
     # and the retention results (old tasks before / after / change, and the new task's), as retention_results.json.
     parent: dict | None = None
     retention: dict | None = None
+    bad_records: dict | None = None  # VLMTrainer.bad_record_summary: records left out (--on_bad_record drop)
 
 
 def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None = None,
@@ -264,6 +265,7 @@ def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None
         metrics=evaluation_metrics(trainer, metrics),
         metrics_before=before,
         generation=generation,
+        bad_records=getattr(trainer, "bad_record_summary", None),
     )
 
 
@@ -311,6 +313,10 @@ def _hyperparameters(trainer, model_args, data_args, peft_config) -> dict[str, o
     if data_args is not None:
         rows["max length (tokens)"] = data_args.max_length
         rows["over-length samples"] = data_args.overlength_policy
+        on_bad = getattr(data_args, "on_bad_record", None)
+        if on_bad is not None:
+            rows["bad records"] = (f"drop (stop above {100 * data_args.max_bad_fraction:g}% bad)"
+                                   if on_bad == "drop" else on_bad)
         if data_args.max_pixels:
             rows["max pixels per image"] = data_args.max_pixels
     rows["seed"] = args.seed
@@ -511,6 +517,30 @@ def _lineage_section(summary: RunSummary) -> str:
             lines.append(f"| {kind} | {dataset} | {_metric_name(key)} | {before} | {row['after']:.4f} | "
                          f"{_change(row['change'])} |")
     return "\n".join(lines) + "\n\n"
+CARD_LISTED_IDS = 20  # record ids named per reason in the card (every record is counted)
+
+
+def _bad_records_section(summary: RunSummary) -> str:
+    """The records training left out, by reason, with their ids (never the messages: they hold local paths)."""
+    bad = summary.bad_records
+    if not bad or not bad.get("counts"):
+        return ""
+    from .badrecords import REASON_TEXT
+
+    total = sum(bad["counts"].values())
+    scanned = f" (of {bad['scanned']} records)" if bad.get("scanned") else ""
+    lines = [f"{total} bad training record(s) were left out (`--on_bad_record drop`): {bad['at_startup']} by the "
+             f"start-up scan{scanned}, {total - bad['at_startup']} by the data loader (of {bad['seen']} samples "
+             "seen).",
+             "", "| reason | records | ids |", "|---|---|---|"]
+    for reason, count in bad["counts"].items():
+        ids = bad["ids"].get(reason, [])
+        shown = ", ".join(f"`{record_id}`" for record_id in ids[:CARD_LISTED_IDS])
+        more = f" and {count - len(ids[:CARD_LISTED_IDS])} more" if count > len(ids[:CARD_LISTED_IDS]) else ""
+        lines.append(f"| {REASON_TEXT.get(reason, reason)} | {count} | {shown}{more} |")
+    if bad.get("eval_at_startup"):
+        lines += ["", f"{bad['eval_at_startup']} bad evaluation record(s) were left out at start-up."]
+    return "\n### Records left out\n\n" + "\n".join(lines) + "\n"
 
 
 def card_text(summary: RunSummary) -> str:
@@ -538,7 +568,7 @@ def card_text(summary: RunSummary) -> str:
 | setting | value |
 |---|---|
 {hyperparameters}
-
+{_bad_records_section(summary)}
 ### Framework versions
 
 {_versions()}

@@ -675,13 +675,14 @@ def first_user_text(record: Mapping) -> str:
 
 def validate_all(
     raws: Iterable[Mapping], *, source: str | None = None, max_errors: int = 20, allow_text_only: bool = True,
-    transform: Callable[[Any, int], Mapping] | None = None,
+    transform: Callable[[Any, int], Mapping] | None = None, invalid: list | None = None,
 ) -> list[dict]:
     """Convert every record; if any fail, raise ONE RecordError listing them all (up to ``max_errors`` lines).
 
     Reporting every bad record at once lets a user fix a dataset in one pass instead of one crash at a time.
     ``transform(raw, index)`` maps a raw row into a record first (a data card's column mapping); its RecordErrors
-    are listed with the others.
+    are listed with the others. With ``invalid`` (a list), nothing is raised: each invalid row is appended to it as
+    ``(index, RecordError)`` and left out of the result (training's ``--on_bad_record``, see ``mmft.badrecords``).
     """
     records: list[dict] = []
     errors: list[RecordError] = []
@@ -693,6 +694,9 @@ def validate_all(
             row = transform(raw, index) if transform is not None else raw
             records.append(to_canonical(row, index=index, source=source, allow_text_only=allow_text_only))
         except RecordError as err:
+            if invalid is not None:
+                invalid.append((index, err))
+                continue
             n_bad += 1
             if len(errors) < max_errors:
                 errors.append(err)

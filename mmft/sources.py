@@ -79,12 +79,17 @@ class RecordDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, rows: Sequence[Mapping] | Any, *, source: str, image_root: str | None = None,
-                 validate: bool = True, transform: Transform | None = None, consume_rows: bool = False):
+                 validate: bool = True, transform: Transform | None = None, consume_rows: bool = False,
+                 drop_invalid: bool = False):
         self.rows = rows
         self.source = source
         self.image_root = image_root
         self.transform = transform
         self._canonical = None
+        self._positions = None  # rows kept, when invalid rows of a `datasets` object were left out
+        # drop_invalid: invalid rows are left out instead of raising, and kept here as (row index, RecordError) for
+        # training's start-up report (mmft.badrecords.scan_dataset), which decides whether the run may go on.
+        self.invalid: list[tuple[int, RecordError]] = []
         if validate:
             # consume_rows (a list read from a file, owned here): each raw row is released as soon as it is converted,
             # so raw rows and canonical records never both fill memory (100,000 LLaVA records: peak RSS +290 MB over
@@ -93,18 +98,31 @@ class RecordDataset(torch.utils.data.Dataset):
             # Plain Python rows (a file's, or a caller's list) hold no reference cycles: see gc_paused. Rows of a
             # `datasets` object are built by its formatting code, so the collector stays on for those.
             with gc_paused() if isinstance(rows, list) else contextlib.nullcontext():
-                records = validate_all(_consumed(rows) if owned else rows, source=source, transform=transform)
+                records = validate_all(_consumed(rows) if owned else rows, source=source, transform=transform,
+                                       invalid=self.invalid if drop_invalid else None)
             if isinstance(rows, list):
                 self.rows = self._canonical = records  # the canonical records only
+            elif self.invalid:
+                left_out = {index for index, _ in self.invalid}
+                self._positions = [index for index in range(len(rows)) if index not in left_out]
+
+    def drop_records(self, positions) -> None:
+        """Leave out the in-memory records at these positions (the start-up scan's bad records under
+        ``--on_bad_record drop``)."""
+        if self._canonical is None:
+            raise TypeError("drop_records needs in-memory records (a file or a list), not rows converted on access")
+        positions = set(positions)
+        self.rows = self._canonical = [record for i, record in enumerate(self._canonical) if i not in positions]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._positions) if self._positions is not None else len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
         if self._canonical is not None:
             record = dict(self._canonical[index])  # a copy: callers may set keys without touching the cache
         else:
-            record = _convert(self.rows[index], index, self.source, self.transform)
+            row = self._positions[index] if self._positions is not None else index
+            record = _convert(self.rows[row], row, self.source, self.transform)
         record["image_root"] = self.image_root
         return record
 
@@ -322,7 +340,7 @@ def _undecoded(dataset):
 def from_datasets(dataset, *, source: str, image_root: str | None = None, split: str | None = None,
                   max_samples: int | None = None, card: DataCard | None = None,
                   columns: Mapping[str, str | None] | None = None, prompt_template: str | None = None,
-                  relative_to_root: bool = False):
+                  relative_to_root: bool = False, drop_invalid: bool = False):
     """Wrap a ``datasets.Dataset`` / ``IterableDataset`` / ``DatasetDict`` (the notebook path).
 
     Rows are mapped through the card's columns, or the layout detected from the features (``columns`` overrides).
@@ -347,7 +365,8 @@ def from_datasets(dataset, *, source: str, image_root: str | None = None, split:
         return RecordIterableDataset(dataset, source=source, image_root=image_root, transform=transform)
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    return RecordDataset(dataset, source=source, image_root=image_root, transform=transform)
+    return RecordDataset(dataset, source=source, image_root=image_root, transform=transform,
+                         drop_invalid=drop_invalid)
 
 
 # ---- the one entry point -------------------------------------------------------------------------
@@ -362,6 +381,7 @@ def load_records(
     columns: Mapping[str, str | None] | None = None,
     prompt_template: str | None = None,
     card: DataCard | str | None = None,
+    drop_invalid: bool = False,
 ):
     """Load records from a built-in name, a data card, a local file or folder, a ``datasets`` object, or a Hub id.
 
@@ -381,9 +401,13 @@ def load_records(
             ``options``, ``messages``): the ``--column_*`` flags. They override the card's columns and detection.
         prompt_template: overrides the card's (or the default) prompt, e.g. ``"{question}\\nAnswer briefly."``.
         card: use this card (a ``DataCard`` or a card name) instead of looking one up.
+        drop_invalid: map-style sources leave invalid records out instead of raising, keeping them (row index,
+            ``RecordError``) in the dataset's ``invalid`` list; training's start-up scan reports them and applies
+            ``--on_bad_record`` (``mmft.badrecords``). Streamed records are validated as they arrive and still raise.
     """
     root = str(Path(image_root).resolve()) if image_root is not None else None
     options = dict(columns=columns, prompt_template=prompt_template)
+    keep_going = dict(drop_invalid=drop_invalid)
     if isinstance(card, str):
         card_name, card = card, _find_card(card)
         if card is None:
@@ -393,37 +417,38 @@ def load_records(
     if isinstance(name_or_path, list):  # records built in Python (the notebook path)
         rows = name_or_path[:max_samples]
         transform = _mapping(_row_keys(rows), card=card, source="records", **options) if rows else None
-        return RecordDataset(rows, source="records", image_root=root, transform=transform)
+        return RecordDataset(rows, source="records", image_root=root, transform=transform, **keep_going)
     if not isinstance(name_or_path, (str, os.PathLike)):
         return from_datasets(name_or_path, source=type(name_or_path).__name__, image_root=root, split=split,
-                             max_samples=max_samples, card=card, **options)
+                             max_samples=max_samples, card=card, **options, **keep_going)
     name = str(name_or_path)
     if name in BUILTIN_DATASETS:
         from .shapes import shapes_split_path
 
         path = shapes_split_path(split, dataset=name)
-        return _from_local_file(path, image_root=root, max_samples=max_samples, streaming=streaming, **options)
+        return _from_local_file(path, image_root=root, max_samples=max_samples, streaming=streaming, **options,
+                                **keep_going)
     path = Path(name).expanduser()
     if card is None and not (path.exists() and path.suffix != ".md"):
         card = _find_card(name)
         if card is not None and card.builtin:
             return load_records(card.name, split=split, image_root=image_root, max_samples=max_samples,
-                                streaming=streaming, **options)
+                                streaming=streaming, **options, **keep_going)
         if card is not None:
             logger.info("Using data card %s (%s)", card.name, card.path or card.hub_id)
     if card is not None and (not path.exists() or path.suffix == ".md"):
         return _from_card(card, split=split, config=config, image_root=root, max_samples=max_samples,
-                          streaming=streaming, **options)
+                          streaming=streaming, **options, **keep_going)
     if path.suffix in LOCAL_SUFFIXES:
         return _from_local_file(path, image_root=root, max_samples=max_samples, streaming=streaming, card=card,
-                                **options)
+                                **options, **keep_going)
     if path.suffix in TABLE_SUFFIXES and path.is_file():
         import datasets
 
         dataset = datasets.load_dataset(TABLE_SUFFIXES[path.suffix], data_files=str(path), split="train",
                                         streaming=streaming)
         return from_datasets(dataset, source=path.name, image_root=root or str(path.resolve().parent),
-                             max_samples=max_samples, card=card, **options)
+                             max_samples=max_samples, card=card, **options, **keep_going)
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
         import datasets
 
@@ -432,15 +457,15 @@ def load_records(
             dataset = (datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in dataset.items()})
                        if isinstance(dataset, datasets.DatasetDict) else dataset.to_iterable_dataset())
         return from_datasets(dataset, source=str(path), image_root=root or str(path.resolve()), split=split,
-                             max_samples=max_samples, card=card, **options)
+                             max_samples=max_samples, card=card, **options, **keep_going)
     if path.is_dir():
         # Parquet/JSON/CSV files or an image folder (with metadata.jsonl/csv): datasets picks the builder.
         folder_root = root or str(path.resolve())
         return _from_load_dataset(str(path), config=config, split=split, image_root=folder_root,
                                   max_samples=max_samples, streaming=streaming, card=card, relative_to_root=True,
-                                  **options)
+                                  **options, **keep_going)
     return _from_load_dataset(name, config=config, split=split, image_root=root, max_samples=max_samples,
-                              streaming=streaming, card=card, **options)
+                              streaming=streaming, card=card, **options, **keep_going)
 
 
 def _find_card(name: str) -> DataCard | None:
@@ -459,7 +484,7 @@ def _from_card(card: DataCard, *, split, config, image_root, max_samples, stream
 
 
 def _from_local_file(path: Path, *, image_root: str | None, max_samples: int | None, streaming: bool = False,
-                     card: DataCard | None = None, **options):
+                     card: DataCard | None = None, drop_invalid: bool = False, **options):
     root = image_root or str(path.resolve().parent)
     if streaming:
         stream = LocalFileStream(path, max_samples=max_samples)
@@ -472,11 +497,12 @@ def _from_local_file(path: Path, *, image_root: str | None, max_samples: int | N
             rows = rows[:max_samples]
         logger.info("Loaded %d records from %s (images relative to %s)", len(rows), path, root)
         transform = _mapping(_row_keys(rows), card=card, source=path.name, **options) if rows else None
-        return RecordDataset(rows, source=path.name, image_root=root, transform=transform, consume_rows=True)
+        return RecordDataset(rows, source=path.name, image_root=root, transform=transform, consume_rows=True,
+                             drop_invalid=drop_invalid)
 
 
 def _from_load_dataset(name: str, *, config, split, image_root, max_samples, streaming, card=None, source=None,
-                       data_files=None, revision=None, relative_to_root=False, **options):
+                       data_files=None, revision=None, relative_to_root=False, drop_invalid=False, **options):
     """The Hub path (also serves local folders of Parquet/JSON/CSV files and image folders)."""
     import datasets
 
@@ -499,7 +525,7 @@ def _from_load_dataset(name: str, *, config, split, image_root, max_samples, str
             raise SourceError(f"Dataset {name!r} has no split {split!r}: {error}") from error
         raise
     return from_datasets(dataset, source=source or name, image_root=image_root, split=split, max_samples=max_samples,
-                         card=card, relative_to_root=relative_to_root, **options)
+                         card=card, relative_to_root=relative_to_root, drop_invalid=drop_invalid, **options)
 
 
 def materialise(dataset, *, source: str | None = None) -> RecordDataset:

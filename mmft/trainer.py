@@ -23,6 +23,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .augment import CollatorEpochCallback
+from .badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
 from .checkpoints import last_complete_checkpoint, mark_complete
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
 from .config import metric_names
@@ -86,13 +87,22 @@ class VLMTrainer(Trainer):
 
     Args (besides ``Trainer``'s):
         generation_collator: a ``VLMCollator`` in ``"generate"`` mode; without it, evaluation reports loss only.
+        bad_records: the run's ``mmft.badrecords.BadRecordLedger`` (policy, ``--max_bad_fraction``, what the
+            start-up scan left out); training records dropped by the collator are counted in it, the run stops once
+            too many are bad, and the counts go into ``train_results.json`` (``train_bad_records*``) and the card.
     """
 
-    def __init__(self, *args, generation_collator=None, **kwargs):
+    def __init__(self, *args, generation_collator=None, bad_records: BadRecordLedger | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_collator = generation_collator
         self.num_dropped = 0
         self.num_shrunk = 0  # training samples whose images were shrunk to fit max_length (overlength_policy=shrink)
+        # Bad records (mmft.badrecords): build_trainer hands over the policy, --max_bad_fraction and the start-up
+        # scan's findings; without it, the collator's policy (drops judged at the default fraction).
+        if bad_records is None:
+            bad_records = BadRecordLedger(getattr(self.data_collator, "on_bad_record", None) or "error")
+        self.bad_records = bad_records
+        self.bad_record_summary = None  # for the model card: filled at the end of train(), on every process
         self._eval_dropped = 0  # over-length samples left out of the current evaluation's loss (this process)
         self.run_metrics = {}  # every metric of a recipe run (mmft.recipe.run_recipe fills it)
         self._generation_dataset = None
@@ -111,14 +121,19 @@ class VLMTrainer(Trainer):
     # ---- training ---------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         shrunk, dropped = inputs.pop(NUM_SHRUNK_KEY, None), inputs.pop(NUM_DROPPED_KEY, None)
+        bad = inputs.pop(BAD_RECORDS_KEY, None)
         if model.training:  # evaluation-loss batches are not training samples (train_dropped/shrunk_samples)
             self.num_shrunk += int(shrunk or 0)
             self.num_dropped += int(dropped or 0)
+            if bad is not None:
+                self.bad_records.add_batch(bad)
         else:  # reported as <prefix>_dropped_samples by evaluation_loop
-            self._eval_dropped += int(dropped or 0)
+            self._eval_dropped += int(dropped or 0) + (len(bad["bad"]) if bad is not None else 0)
         if inputs["input_ids"].numel() == 0:
-            # Every sample of this batch was over max_length and dropped. Return a zero loss that still touches
-            # every trainable parameter, so distributed gradient reduction stays in step across processes.
+            # Every sample of this batch was dropped (over max_length, or a bad record: mmft.badrecords). Return a
+            # zero loss that still touches every trainable parameter, so distributed gradient reduction stays in step
+            # across processes. The step is kept rather than refilled from other records: refilling would change
+            # which records each process sees, and so the data order a resumed run replays.
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             return (loss, None) if return_outputs else loss
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
@@ -211,7 +226,56 @@ class VLMTrainer(Trainer):
         grad_norm = super()._get_grad_norm(model, grad_norm)
         if self.args.stop_on_nonfinite:
             self._stop_if_nonfinite(grad_norm)
+        if self.bad_records.on_bad_record == "drop":
+            self._stop_if_too_many_bad()
         return grad_norm
+
+    # ---- bad records (mmft.badrecords) ------------------------------------------------------------------
+    def _loader_bad_counts(self) -> tuple[torch.Tensor, int]:
+        """(bad per reason, samples seen) by the data loader, summed over processes (a collective: all call it)."""
+        ledger = self.bad_records
+        counts = torch.tensor([ledger.bad[reason] for reason in REASONS] + [ledger.seen], dtype=torch.long)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
+        return counts[:-1], int(counts[-1])
+
+    def _loader_bad_kept(self) -> list:
+        ledger = self.bad_records
+        if self.accelerator.num_processes == 1:
+            return list(ledger.kept)
+        from accelerate.utils import gather_object
+
+        return gather_object(list(ledger.kept))
+
+    def _stop_if_too_many_bad(self) -> None:
+        # Once per optimizer step. Under several processes the counts are summed first (one all-reduce of 7 integers
+        # and a host sync per optimizer step, as the non-finite guard makes), so every process sees the same totals
+        # and all stop at the same step; alone, nothing is synchronised until a record has been dropped.
+        if self.accelerator.num_processes == 1 and not self.bad_records.num_bad:
+            return
+        counts, seen = self._loader_bad_counts()
+        bad = int(counts.sum())
+        if too_many(bad, seen, self.bad_records.max_bad_fraction):
+            kept = self._loader_bad_kept()
+            raise BadRecordError(self.bad_records.loader_report(bad, seen, kept))
+
+    def _bad_record_metrics(self) -> dict:
+        """``train_bad_records*`` for train_results.json, summed over processes; keeps the card's summary."""
+        from collections import Counter
+
+        counts, seen = self._loader_bad_counts()
+        loader = Counter({reason: int(n) for reason, n in zip(REASONS, counts.tolist()) if n})
+        kept = self._loader_bad_kept()
+        self.bad_record_summary = summary_for_card(self.bad_records, loader, kept, seen)
+        metrics = self.bad_records.metrics(loader)
+        if metrics["train_bad_records"] and self.is_world_process_zero():
+            summary = self.bad_record_summary
+            counts_text = "; ".join(f"{n} {reason}: {', '.join(summary['ids'].get(reason, [])[:20])}"
+                                    for reason, n in summary["counts"].items())
+            logger.warning("Left out %d bad training records (%d at start-up, %d in the data loader; "
+                           "--on_bad_record drop). By reason, with ids: %s", metrics["train_bad_records"],
+                           metrics["train_bad_records_at_startup"], sum(loader.values()), counts_text)
+        return metrics
 
     def _stop_if_nonfinite(self, grad_norm):
         bad_loss = self._nonfinite_loss
@@ -286,6 +350,9 @@ class VLMTrainer(Trainer):
                 self.num_shrunk, self.data_collator.max_length,
             )
             output.metrics["train_shrunk_samples"] = self.num_shrunk
+        if self.bad_records.on_bad_record == "drop":
+            self._stop_if_too_many_bad()  # the samples after the last optimizer step count too
+            output.metrics.update(self._bad_record_metrics())
         return output
 
     # ---- sharing: mmft's model card instead of transformers' ---------------------------------------------

@@ -10,6 +10,7 @@ Python with keyword arguments::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from dataclasses import fields
@@ -18,6 +19,7 @@ import torch
 from transformers import set_seed
 
 from .augment import ImageAugmenter, PromptParaphraser
+from .badrecords import BadRecordLedger, check_policy, scan_dataset
 from .cards import metrics_for
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
@@ -74,26 +76,65 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None,
             "--streaming reads the training data as a stream of unknown length, so the number of training steps "
             "cannot be derived from epochs: pass --max_steps N (optimizer steps), or drop --streaming."
         )
+    check_policy(data_args.on_bad_record, data_args.max_bad_fraction)
+    # Invalid records are set aside, not raised, so that the start-up scan reports them with the bad images, in one
+    # report, and --on_bad_record decides (scan_for_bad_records).
     common = dict(config=data_args.dataset_config, image_root=data_args.image_root,
-                  columns=data_args.column_overrides(), prompt_template=data_args.prompt_template)
+                  columns=data_args.column_overrides(), prompt_template=data_args.prompt_template, drop_invalid=True)
     train = load_records(train_source, split=data_args.train_split, max_samples=data_args.max_train_samples,
                          streaming=data_args.streaming, **common)
+    evaluation = None
+    if eval_source is not None or data_args.eval_dataset_name is not None or data_args.eval_split is not None:
+        if eval_source is None:
+            eval_source = data_args.eval_dataset_name or data_args.dataset_name
+        evaluation = load_records(eval_source, split=data_args.eval_split or "train",
+                                  max_samples=data_args.max_eval_samples, streaming=data_args.streaming, **common)
+        if isinstance(evaluation, torch.utils.data.IterableDataset):
+            if data_args.max_eval_samples is None:
+                logger.warning("Streaming evaluation without --max_eval_samples keeps the whole evaluation split in "
+                               "memory.")
+            evaluation = materialise(evaluation)
+    scan_for_bad_records(train, evaluation, data_args, training_args)
     if data_args.replay_dataset_name:  # old-task records rehearsed in every epoch (mmft.continual)
         seed = 42 if training_args is None else (training_args.data_seed if training_args.data_seed is not None
                                                  else training_args.seed)
+        scan = getattr(train, "bad_record_scan", None)
         train = mix_in_replay(train, data_args, seed)
-    if eval_source is None and data_args.eval_dataset_name is None and data_args.eval_split is None:
-        return train, None
-    if eval_source is None:
-        eval_source = data_args.eval_dataset_name or data_args.dataset_name
-    evaluation = load_records(eval_source, split=data_args.eval_split or "train",
-                              max_samples=data_args.max_eval_samples, streaming=data_args.streaming, **common)
-    if isinstance(evaluation, torch.utils.data.IterableDataset):
-        if data_args.max_eval_samples is None:
-            logger.warning("Streaming evaluation without --max_eval_samples keeps the whole evaluation split in "
-                           "memory.")
-        evaluation = materialise(evaluation)
+        train.bad_record_scan = scan  # the scan covered the new records (the replayed ones are not scanned)
     return train, evaluation
+
+
+def scan_for_bad_records(train, evaluation, data_args: DataArguments, training_args=None) -> None:
+    """The start-up scan (``mmft.badrecords.scan_dataset``) of the training and evaluation records, before the model
+    loads: under ``--on_bad_record error`` every bad record is named, training and evaluation in one report; under
+    ``drop`` they are left out (too many of them stop the run). What was found is kept on each dataset as
+    ``bad_record_scan`` for the trainer's counts. Under several processes each process scans a share."""
+    shard = {}
+    if training_args is not None and training_args.world_size > 1:
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        state = PartialState()
+        shard = dict(process_index=state.process_index, num_processes=state.num_processes, gather=gather_object)
+    if data_args.on_bad_record == "error":
+        # Collect both datasets' findings before raising: scan each with drop semantics held back, then report.
+        from .badrecords import BadRecordError
+
+        problems = []
+        for dataset, what in ((train, "training"), (evaluation, "evaluation")):
+            if dataset is None:
+                continue
+            try:
+                scan_dataset(dataset, data_args, what=what, **shard)
+            except BadRecordError as error:
+                problems.append(str(error))
+        if problems:
+            raise BadRecordError("\n\n".join(problems))
+        return
+    for dataset, what in ((train, "training"), (evaluation, "evaluation")):
+        if dataset is not None:
+            with contextlib.suppress(AttributeError):  # a user's own dataset class may refuse attributes
+                dataset.bad_record_scan = scan_dataset(dataset, data_args, what=what, **shard)
 
 
 def check_records_fit_family(dataset, family: Family, max_problems: int = 5) -> None:
@@ -141,7 +182,7 @@ def build_collators(processor, data_args: DataArguments, family: Family | None =
     paraphraser = PromptParaphraser.from_file(data_args.prompt_paraphrases) if data_args.prompt_paraphrases else None
     train = VLMCollator(processor, mode="train", max_length=data_args.max_length,
                         overlength_policy=data_args.overlength_policy, augmenter=augmenter, paraphraser=paraphraser,
-                        seed=seed, **common)
+                        seed=seed, on_bad_record=data_args.on_bad_record, **common)
     # Prompts are never dropped during evaluation: every record must get an answer to be scored. Shrinking drops
     # nothing, so prompts are shrunk as training samples are.
     policy = "shrink" if data_args.overlength_policy == "shrink" else "error"
@@ -196,6 +237,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     # projector (sharded parameters under ZeRO-3/FSDP, gradient reduction under DDP). Costs one small extra sample,
     # only in batches that hold no image at all.
     train_collator.keep_vision_active = training_args.world_size > 1
+    bad_records = BadRecordLedger(data_args.on_bad_record, data_args.max_bad_fraction)
+    bad_records.startup = getattr(train_dataset, "bad_record_scan", None)  # load_datasets' start-up scan
+    bad_records.eval_startup = getattr(eval_dataset, "bad_record_scan", None)
     trainer = VLMTrainer(
         model=model,
         args=training_args,
@@ -204,6 +248,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         data_collator=train_collator,
         generation_collator=generation_collator,
         processing_class=processor,
+        bad_records=bad_records,
     )
     trainer.starting_adapter = starting_adapter  # the parent, for the model card's lineage
     if isinstance(train_dataset, ReplayMixture):  # a fresh replay draw each epoch, seen by the loader's workers

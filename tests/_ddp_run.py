@@ -66,6 +66,28 @@ def recording_collators(*args, **kwargs):
 
 
 mmft.workflow.build_collators = recording_collators
+
+# MMFT_TEST_BREAK_AFTER_STARTUP=a.png,b.png: once the trainer is built (the start-up scan passed), rank 0 breaks the
+# pixel data of these images (header and end marker intact), so only the data loader can find them.
+to_break = [Path(p) for p in os.environ.get("MMFT_TEST_BREAK_AFTER_STARTUP", "").split(",") if p]
+if to_break:
+    import mmft.recipe
+
+    build_trainer = mmft.recipe.build_trainer
+
+    def build_then_break(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        if rank == 0:
+            for path in to_break:
+                data = bytearray(path.read_bytes())
+                start = data.index(b"IDAT") + 8
+                data[start:start + 40] = b"\xff" * 40
+                path.write_bytes(bytes(data))
+        trainer.accelerator.wait_for_everyone()
+        return trainer
+
+    mmft.recipe.build_trainer = build_then_break
+
 trainer = vqa.main(argv)
 
 digest = hashlib.sha256()
@@ -76,4 +98,5 @@ record_dir.mkdir(parents=True, exist_ok=True)
 (record_dir / f"rank{rank}.json").write_text(json.dumps({
     "seen_ids": seen_ids, "generated_ids": generated_ids, "weights": digest.hexdigest(), "writes": sorted(set(writes)),
     "world_size": int(os.environ.get("WORLD_SIZE", "1")), "global_step": trainer.state.global_step,
+    "bad_records_seen_here": [r.record_id for r in trainer.bad_records.kept],
 }))

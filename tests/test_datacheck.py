@@ -153,20 +153,46 @@ def test_max_listed_caps_ids_but_counts_all(tmp_path, capsys):
     assert entry["count"] == 7 and [e["id"] for e in entry["examples"]] == ["m0", "m1", "m2"]
 
 
-def test_truncated_pixels_need_decode_images(tmp_path, capsys):
-    import numpy as np
+def test_truncated_files_are_caught_by_end_marker_and_corrupt_pixels_need_decode_images(tmp_path, capsys):
+    """The default check (no decoding) finds truncated PNG and JPEG files by their missing end marker (IEND, EOI);
+    pixel data broken inside a complete file needs --decode_images."""
+    from bad_corpus import encoded, noisy_image
 
-    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(tmp_path / "full.png")
-    data = (tmp_path / "full.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # header intact, pixel data cut
-    (tmp_path / "d.jsonl").write_text(json.dumps(_qa("cut", "cut.png", question="q")) + "\n")
-    code, _ = run_cli(["data", "check", str(tmp_path / "d.jsonl"), "--no_progress"], capsys)
-    assert code == 0  # the header read cannot see it
+    png, jpeg = encoded(noisy_image(0), "PNG"), encoded(noisy_image(1), "JPEG")
+    (tmp_path / "cut.png").write_bytes(png[: len(png) // 2])  # header intact, pixel data and IEND cut
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # header intact, scan data and EOI cut
+    (tmp_path / "tail.jpg").write_bytes(jpeg + bytes(range(256)) * 8)  # complete, with an appended trailer
+    broken = bytearray(png)
+    start = broken.index(b"IDAT") + 8
+    broken[start : start + 40] = b"\xff" * 40  # the zlib stream is broken, the file still ends with IEND
+    (tmp_path / "broken.png").write_bytes(bytes(broken))
+    rows = [_qa("cut-png", "cut.png", question="q"), _qa("cut-jpeg", "cut.jpg", question="q"),
+            _qa("tail", "tail.jpg", question="q"), _qa("broken", "broken.png", question="q")]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out = run_cli(["data", "check", str(tmp_path / "d.jsonl"), "--json", "--no_progress"], capsys)
+    assert code == 1
+    listed = {kind: [e["id"] for e in entry["examples"]] for kind, entry in json.loads(out)["problems"].items()}
+    assert listed == {"truncated_image": ["cut-png", "cut-jpeg"]}  # the header read alone would pass all four
     code, out = run_cli(
         ["data", "check", str(tmp_path / "d.jsonl"), "--decode_images", "--json", "--no_progress"], capsys
     )
     assert code == 1
-    assert [e["id"] for e in json.loads(out)["problems"]["unreadable_image"]["examples"]] == ["cut"]
+    listed = {kind: [e["id"] for e in entry["examples"]] for kind, entry in json.loads(out)["problems"].items()}
+    assert listed == {"unreadable_image": ["cut-png", "cut-jpeg", "broken"]}
+
+
+def test_bad_corpus_is_reported_as_training_scans_it(tmp_path, capsys):
+    """`mmft data check` files the training bad-input corpus's records under the reasons the start-up scan uses."""
+    from bad_corpus import EXPECTED_BAD, MAX_IMAGE_PIXELS, write_bad_corpus
+
+    path = write_bad_corpus(tmp_path)
+    code, out = run_cli(["data", "check", str(path), "--max_image_pixels", str(MAX_IMAGE_PIXELS), "--json",
+                         "--no_progress"], capsys)
+    assert code == 1
+    listed = {kind: sorted(e["id"] for e in entry["examples"]) for kind, entry in json.loads(out)["problems"].items()}
+    structural = listed.pop("bad_roles") + listed.pop("empty_turn")  # data check names the structural kind
+    assert sorted(structural) == sorted(EXPECTED_BAD["invalid_record"])
+    assert listed == {reason: sorted(ids) for reason, ids in EXPECTED_BAD.items() if reason != "invalid_record"}
 
 
 def test_question_answer_columns_are_mapped_as_in_training(tmp_path, capsys):

@@ -19,9 +19,9 @@ DRIVER = Path(__file__).with_name("_ddp_run.py")
 pytestmark = pytest.mark.slow
 
 
-def _torchrun(record_dir: Path, flags: list[str]) -> list[dict]:
+def _torchrun(record_dir: Path, flags: list[str], **env_vars) -> list[dict]:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **env_vars}
     command = [torchrun, "--standalone", "--nproc_per_node", "2", str(DRIVER), str(record_dir), *flags]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -102,3 +102,27 @@ def test_text_only_batches_on_one_rank_train_in_strict_lockstep(tiny_llava_dir, 
     assert all(i.startswith("text-") for i in ranks[1]["seen_ids"])
     assert not any(i.startswith("text-") for i in ranks[0]["seen_ids"])
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def test_bad_records_are_counted_once_across_processes(tiny_llava_dir, tmp_path):
+    """The bad-input corpus on two processes: the start-up scan is sharded and gathered (8 bad records, not 16 or 4),
+    and images broken after start-up are dropped by whichever rank meets them and summed (2, on the ranks that met
+    them)."""
+    from bad_corpus import EXPECTED_BAD, MAX_IMAGE_PIXELS, bad_ids, write_bad_corpus
+
+    path = write_bad_corpus(tmp_path)
+    broken = [path.parent / "images" / "good-0.png", path.parent / "images" / "good-2.png"]
+    out = tmp_path / "out"
+    ranks = _torchrun(tmp_path / "records", _common(tiny_llava_dir, out) + [
+        "--dataset_name", str(path), "--max_image_pixels", str(MAX_IMAGE_PIXELS), "--max_bad_fraction", "0.5",
+        "--per_device_train_batch_size", "2", "--num_train_epochs", "1", "--max_length", "256",
+    ], MMFT_TEST_BREAK_AFTER_STARTUP=",".join(map(str, broken)))
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 4  # 16 clean records / (2 processes x 2)
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_bad_records_at_startup"] == len(bad_ids())
+    assert results["train_bad_records"] == len(bad_ids()) + 2
+    assert results["train_bad_records_unreadable_image"] == len(EXPECTED_BAD["unreadable_image"]) + 2
+    dropped_in_loader = ranks[0]["bad_records_seen_here"] + ranks[1]["bad_records_seen_here"]
+    assert sorted(dropped_in_loader) == ["good-0", "good-2"]
+    card = (out / "README.md").read_text()
+    assert "`good-0`" in card and "`good-2`" in card and "`missing-1`" in card
