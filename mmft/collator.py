@@ -422,9 +422,10 @@ class VLMCollator:
             batch["labels"] = self.decoder_labels(records, prepared)
         elif self.mode == "train":
             labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-            for row, (record, (text, _, spans), n) in enumerate(zip(records, prepared, lengths)):
-                ids = batch["input_ids"][row, :n].tolist()  # right padding: the real tokens come first
-                labels[row, :n] = torch.tensor(self.labels_for(record["id"], text, spans, ids))
+            for row, (record, (text, _, spans)) in enumerate(zip(records, prepared)):
+                real = batch["attention_mask"][row].bool()  # wherever the processor padded (Fuyu's pads left)
+                ids = batch["input_ids"][row][real].tolist()
+                labels[row, real] = torch.tensor(self.labels_for(record["id"], text, spans, ids))
             batch["labels"] = labels
         if self.mode == "train":
             if keepalive and records and records[-1]["id"] == KEEPALIVE_ID:

@@ -55,7 +55,7 @@ def test_fold_is_logged_once_per_family(caplog):
     assert len(notices) == 1 and "only the last answer is supervised" in notices[0].getMessage()
 
 
-@pytest.mark.parametrize("model_type", ["blip-2", "instructblip", "kosmos-2", "florence2"])
+@pytest.mark.parametrize("model_type", ["blip-2", "instructblip", "kosmos-2", "florence2", "fuyu"])
 def test_prompt_style_families_are_registered(model_type):
     family = REGISTRY.get(model_type)
     if family is None:
@@ -122,3 +122,44 @@ def test_encoder_decoder_generation_keeps_the_whole_decoder_sequence():
         is_encoder_decoder=False, get_text_config=lambda: SimpleNamespace(is_encoder_decoder=True)))
     causal = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=False))
     assert is_encoder_decoder(seq2seq) and is_encoder_decoder(blip2_t5) and not is_encoder_decoder(causal)
+
+
+def test_fuyu_training_rows_are_the_generation_prompt_then_the_answer(tmp_path_factory):
+    """Fuyu's processor appends its boundary-of-answer token to every text and pads on the left: a training row is
+    the generation prompt (patch stream, ``<s>``, prompt, one ``<0x04>``) followed by the supervised answer and EOS,
+    right-padded, with no extra boundary after the EOS."""
+    processor = _processor("fuyu", tmp_path_factory)
+    tokenizer = processor.tokenizer
+    boundary = tokenizer.convert_tokens_to_ids("<0x04>")
+    image_ids = torch.tensor([processor.image_token_id, processor.image_newline_id])
+    records = [_record(), _record(TWO_TURNS[:2], "short")]
+    train = VLMCollator(processor)(records)
+    generate = VLMCollator(processor, mode="generate")(records)
+    assert (generate["attention_mask"][:, -1] == 1).all() and (generate["input_ids"][:, -1] == boundary).all()
+    for row in range(len(records)):
+        mask = train["attention_mask"][row].bool()
+        n = int(mask.sum())
+        assert mask[:n].all(), "training rows must be right-padded"
+        ids, labels = train["input_ids"][row, :n], train["labels"][row, :n]
+        supervised = (labels != IGNORE_INDEX).nonzero().flatten()
+        first = int(supervised[0])
+        assert supervised.tolist() == list(range(first, n))  # the answer and its EOS end the row
+        assert int(ids[-1]) == tokenizer.eos_token_id and int((ids == boundary).sum()) == 1
+        prompt = generate["input_ids"][row][generate["attention_mask"][row].bool()]
+        assert torch.equal(ids[:first], prompt)  # trained on exactly the prompt it will generate from
+        assert torch.isin(ids, image_ids).sum() > 0 and not torch.isin(ids[first:], image_ids).any()
+    answers = [tokenizer.decode(train["labels"][row][train["labels"][row] != IGNORE_INDEX]) for row in range(2)]
+    assert answers == [" on the left side|ENDOFTEXT|", " red|ENDOFTEXT|"]
+
+
+def test_fuyu_refuses_text_only_and_two_image_records_naming_them(tmp_path_factory):
+    from mmft.families import UnsupportedRecordError
+
+    processor = _processor("fuyu", tmp_path_factory)
+    text_only = to_canonical({"id": "no-image", "conversations": TWO_TURNS[2:]})
+    with pytest.raises(UnsupportedRecordError, match="'no-image'"):
+        VLMCollator(processor)([_record(), text_only])
+    two_images = _record([{"from": "human", "value": "<image><image>Same?"}, {"from": "gpt", "value": "no"}],
+                         "two-images", images=2)
+    with pytest.raises(UnsupportedRecordError, match="'two-images'"):
+        VLMCollator(processor)([two_images])
