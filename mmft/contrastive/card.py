@@ -41,7 +41,8 @@ def contrastive_card(trainer, model_args, data_args, contrastive_args, metrics: 
                           dataset_name=evaluation.name, dataset_split=getattr(data_args, "eval_split", None),
                           metric_type=key, metric_name=key.replace("_", " "), metric_value=round(value, 4))
                for key, value in after.items()] or None
-    data = ModelCardData(base_model=base.hub_id, library_name="peft" if is_adapter else "transformers",
+    library = "peft" if is_adapter else getattr(trainer.adapter, "library_name", "transformers")
+    data = ModelCardData(base_model=base.hub_id, library_name=library,
                          pipeline_tag=PIPELINE_TAG, tags=["mmft", "contrastive", trainer.adapter.kind,
                                                           "lora" if is_adapter else "full-fine-tuning"],
                          datasets=[s.hub_id for s in (train, evaluation) if s.hub_id] or None,

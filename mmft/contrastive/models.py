@@ -162,17 +162,18 @@ def adapter_for_config(config) -> HFDualEncoder:
                      "open_clip model named 'open_clip:<arch>' / 'hf-hub:<id>').")
 
 
-def load_dual_encoder(model_args):
+def load_dual_encoder(model_args, open_clip_pretrained: str | None = None):
     """``(adapter, model, processor)`` for ``--model_name_or_path`` (a Hub id or folder of a CLIP / SigLIP /
-    SigLIP 2 model, ``mmft:tiny-clip`` / ``mmft:tiny-siglip``, or ``open_clip:<arch>`` / ``hf-hub:<id>``)."""
+    SigLIP 2 model, ``mmft:tiny-clip`` / ``mmft:tiny-siglip``, or ``open_clip:<arch>[@<tag>]`` / ``hf-hub:<id>``,
+    built through open_clip with ``open_clip_pretrained`` as the tag)."""
     name = model_args.model_name_or_path
     if name is None:
         raise UsageError("No model: pass --model_name_or_path (a CLIP or SigLIP Hub id or folder, 'mmft:tiny-clip', "
                          "or 'open_clip:ViT-B-32').")
     if is_open_clip_name(name):
-        # Planned (issue #15): an open_clip adapter behind the optional extra. Not built yet: say so plainly.
-        raise UsageError(f"--model_name_or_path {name!r}: open_clip models are not supported yet; use a "
-                         "transformers CLIP / SigLIP model (e.g. openai/clip-vit-base-patch32).")
+        from .openclip import OpenClipDualEncoder
+
+        return OpenClipDualEncoder.load(name, pretrained=open_clip_pretrained, dtype=model_args.dtype)
     from transformers import AutoConfig
 
     path = resolve_model_name(name)
@@ -203,6 +204,7 @@ def save_trained(adapter, model, processor, out_dir: str, base_name: str | None)
         adapter.save_full(model, out_dir)
     if processor is not None and hasattr(processor, "save_pretrained"):
         processor.save_pretrained(out_dir)
+    base_name = getattr(adapter, "base_name", None) or base_name  # open_clip: the name with its pretrained tag
     Path(out_dir, RUN_FILE).write_text(json.dumps({"adapter": adapter.kind, "base_model": base_name,
                                                    "lora": is_peft}, indent=2) + "\n")
 
@@ -211,6 +213,10 @@ def load_trained(folder: str, dtype="auto"):
     """``(adapter, model, processor)`` of a folder written by :func:`save_trained` (or any CLIP/SigLIP folder)."""
     run_file = Path(folder, RUN_FILE)
     run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    if run.get("adapter") == "open_clip" and not run.get("lora"):
+        from .openclip import OpenClipDualEncoder
+
+        return OpenClipDualEncoder.load_saved_full(folder, run.get("base_model"), dtype=dtype)
     if not run.get("lora"):
         from types import SimpleNamespace
 

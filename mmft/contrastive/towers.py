@@ -28,9 +28,15 @@ def tower_modules(model: nn.Module, adapter, tower: str) -> list[str]:
 
 
 def tower_linear_names(model: nn.Module, adapter, tower: str) -> list[str]:
+    """The tower's ``nn.Linear`` layers that LoRA can adapt. A ``Linear`` inside ``nn.MultiheadAttention`` (its
+    ``out_proj``; open_clip's attention) is left out: the attention reads its weight directly
+    (``F.multi_head_attention_forward``) and never calls it, so a LoRA layer there would never train."""
     roots = tower_modules(model, adapter, tower)
+    inside_attention = {f"{name}.{child}" if name else child for name, module in model.named_modules()
+                        if isinstance(module, nn.MultiheadAttention) for child, _ in module.named_modules() if child}
     return [name for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and any(name == r or name.startswith(r + ".") for r in roots)]
+            if isinstance(module, nn.Linear) and name not in inside_attention
+            and any(name == r or name.startswith(r + ".") for r in roots)]
 
 
 def configure_towers(model: nn.Module, adapter, modes: dict[str, str], *, lora_r: int = 16, lora_alpha: int = 32,

@@ -76,7 +76,7 @@ def build_contrastive_trainer(model_args: ModelArguments, data_args: DataArgumen
                               train_records=None, eval_records=None) -> ContrastiveTrainer:
     """Load the dual encoder, decide what trains per tower, and wire pairs, collator and trainer together."""
     set_seed(training_args.seed)  # LoRA's initialisation draws from the global RNG
-    adapter, model, processor = load_dual_encoder(model_args)
+    adapter, model, processor = load_dual_encoder(model_args, contrastive_args.open_clip_pretrained)
     modes = contrastive_args.tower_modes(model_args.use_peft)
     model = configure_towers(model, adapter, modes, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
                              lora_dropout=model_args.lora_dropout, use_dora=model_args.use_dora,
@@ -95,7 +95,8 @@ def build_contrastive_trainer(model_args: ModelArguments, data_args: DataArgumen
                                  contrastive_args.zero_shot_max_samples)
     return ContrastiveTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
                               data_collator=collator, processing_class=processor, adapter=adapter,
-                              zero_shot_tasks=tasks, base_model_name=model_args.model_name_or_path,
+                              zero_shot_tasks=tasks,
+                              base_model_name=getattr(adapter, "base_name", None) or model_args.model_name_or_path,
                               retrieval_ks=contrastive_args.retrieval_ks,
                               gallery_queries=contrastive_args.gallery_queries)
 
