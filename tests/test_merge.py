@@ -6,6 +6,7 @@ template, generation config and a model card, and no adapter files. Bad inputs s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationC
 
 from mmft.cli import main
 from mmft.collator import VLMCollator
+from mmft.errors import USAGE_ERROR_EXIT_CODE
 from mmft.merge import MergeError, merge_adapter, merged_model_card
 from mmft.sources import load_records
 from mmft.workflow import finetune
@@ -113,7 +115,8 @@ def test_cli_merges_with_base_override_and_dtype(lora_adapter, tiny_llava_dir, t
 
     with pytest.raises(SystemExit) as exit_info:
         main(["merge", str(moved), str(tmp_path / "out")])
-    assert "was not found" in str(exit_info.value) and "--base" in str(exit_info.value)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == USAGE_ERROR_EXIT_CODE and "was not found" in error and "--base" in error
     assert not (tmp_path / "out").exists()
 
     main(["merge", str(moved), str(tmp_path / "out"), "--base", str(tiny_llava_dir), "--dtype", "bf16"])
@@ -151,7 +154,7 @@ def _fake_adapter(folder, **config):
     ("output_not_empty", "already exists and is not empty"),
     ("output_is_adapter", "OUT_DIR is the adapter folder"),
 ])
-def test_bad_input_stops_with_a_clear_message(case, expected, tmp_path):
+def test_bad_input_stops_with_a_clear_message(case, expected, tmp_path, capsys):
     adapter, out = tmp_path / "adapter", tmp_path / "out"
     if case == "full_model":
         adapter.mkdir()
@@ -176,7 +179,10 @@ def test_bad_input_stops_with_a_clear_message(case, expected, tmp_path):
         out = adapter
     with pytest.raises(MergeError, match=expected):
         merge_adapter(adapter, out, log=lambda message: None)
-    with pytest.raises(SystemExit, match=expected):  # the command says the same, without a traceback
+    with pytest.raises(SystemExit) as exit_info:  # the command says the same, in one line, without a traceback
         main(["merge", str(adapter), str(out)])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == USAGE_ERROR_EXIT_CODE and error.startswith("mmft merge: error: ")
+    assert re.search(expected, error) and error.count("\n") == 1, error
     if case == "output_not_empty":
         assert (out / "keep.txt").read_text() == "mine"
