@@ -23,7 +23,13 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .augment import CollatorEpochCallback
-from .checkpoints import last_complete_checkpoint, mark_complete
+from .checkpoints import (
+    holds_full_model,
+    last_complete_checkpoint,
+    load_full_model_weights,
+    mark_complete,
+    schedule_depends_on_total,
+)
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
 from .config import metric_names
 from .hub import protect_hub_token, save_generation_config, write_model_card
@@ -242,6 +248,52 @@ class VLMTrainer(Trainer):
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
+
+    # ---- resume: the weights really loaded, a changed total said ---------------------------------------------------
+    def _plain_model_weights(self, checkpoint_dir) -> bool:
+        """A full (non-PEFT) model whose weights ``Trainer`` would reload with a plain ``load_state_dict``: the case
+        ``mmft.checkpoints.load_full_model_weights`` handles. DeepSpeed, FSDP and SageMaker keep their own loaders."""
+        from transformers.trainer import _is_peft_model
+
+        return (not _is_peft_model(self.model) and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
+                and checkpoint_dir is not None and holds_full_model(checkpoint_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if (model is None or model is self.model) and self._plain_model_weights(resume_from_checkpoint):
+            load_full_model_weights(self.model, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._plain_model_weights(best):
+            logger.info("Loading the best model from %s (score: %s).", best, self.state.best_metric)
+            load_full_model_weights(self.model, best)
+            return
+        super()._load_best_model()
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+                             trial):
+        """After transformers restores the checkpoint's state: say so when the resumed run's total number of steps
+        differs from the one the checkpoint was trained towards and the learning-rate schedule depends on it."""
+        planned = None
+        state_file = os.path.join(resume_from_checkpoint, "trainer_state.json") if resume_from_checkpoint else None
+        if state_file and os.path.isfile(state_file):
+            with open(state_file) as f:
+                planned = json.load(f).get("max_steps")
+        trained = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                               resume_from_checkpoint, trial)
+        done = self.state.global_step
+        if (planned and planned != max_steps and self.is_world_process_zero()
+                and schedule_depends_on_total(self.args, done, planned, max_steps)):
+            logger.warning(
+                "Resuming at step %d of a run planned for %d steps, now %d: the learning-rate schedule (%s, warmup "
+                "%s) depends on the total, so steps 1-%d followed the %d-step schedule and this run will not equal an "
+                "uninterrupted %d-step one (a constant schedule with a warmup in steps would).",
+                done, planned, max_steps, self.args.lr_scheduler_type, self.args.warmup_steps, done, planned,
+                max_steps,
+            )
+        return trained
 
     # ---- the run summary ----------------------------------------------------------------------------------
     def _throughput_and_memory(self, metrics: dict) -> dict:
