@@ -75,6 +75,27 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+def own_generator(loader, seed: int):
+    """Give ``loader`` its own seeded generator (unless it has one), so that iterating it never draws from the global
+    torch generator that dropout draws from.
+
+    Every new DataLoader iterator draws the seed of its workers from ``loader.generator``, by default the global
+    generator; a persistent-workers loader draws once, at its first epoch, and never again. So a resumed run, whose
+    first epoch runs on a separate skip-ahead loader, made the original loader draw at the next epoch where the
+    uninterrupted run did not, and every dropout mask after it changed. With a generator of its own, iterating any
+    loader leaves the training randomness alone (the workers' own seeds come from it; mmft's collators draw nothing
+    from them: augmentation hashes seed, epoch and record id)."""
+    # Accelerate's DataLoaderShard iterates an inner ``base_dataloader``; the shard's own attribute is what
+    # ``skip_first_batches`` copies into the skip-ahead loader. Set both, one generator.
+    loaders = [loader, getattr(loader, "base_dataloader", None)]
+    loaders = [x for x in loaders if isinstance(x, DataLoader) and x.generator is None]
+    if loaders:
+        generator = torch.Generator().manual_seed(int(seed))
+        for x in loaders:
+            x.generator = generator
+    return loader
+
+
 class NonFiniteTrainingError(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped before the optimizer step."""
 
@@ -168,6 +189,18 @@ class VLMTrainer(Trainer):
         return record_lengths(dataset, collator, progress=self.is_local_process_zero(),
                               process_index=self.accelerator.process_index,
                               num_processes=self.accelerator.num_processes, gather=gather_object)
+
+    def _get_dataloader(self, *args, **kwargs):
+        return own_generator(super()._get_dataloader(*args, **kwargs), self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation keeps the records' order under ``--group_by_length`` too: transformers would length-group it with
+        its own sampler, which looks for an ``input_ids`` / ``pixel_values`` column that records do not have and fails
+        before the first evaluation batch."""
+        if self.args.train_sampling_strategy == "group_by_length" and eval_dataset is not None \
+                and hasattr(eval_dataset, "__len__"):
+            return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
         """Evaluation-loss batches never get training augmentation: they use the collator's ``for_evaluation()``."""
@@ -391,6 +424,7 @@ class VLMTrainer(Trainer):
             collate_fn=self._generation_collate,
             num_workers=self.args.dataloader_num_workers,
             shuffle=False,
+            generator=torch.Generator().manual_seed(self.args.seed),  # see own_generator
         )
         loader = self.accelerator.prepare(loader)  # shards records across processes
         model = self.accelerator.unwrap_model(self.model)
