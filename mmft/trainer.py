@@ -319,12 +319,13 @@ class VLMTrainer(Trainer):
         done = self.state.global_step
         if (planned and planned != max_steps and self.is_world_process_zero()
                 and schedule_depends_on_total(self.args, done, planned, max_steps)):
+            schedule = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
             logger.warning(
                 "Resuming at step %d of a run planned for %d steps, now %d: the learning-rate schedule (%s, warmup "
-                "%s) depends on the total, so steps 1-%d followed the %d-step schedule and this run will not equal an "
-                "uninterrupted %d-step one (a constant schedule with a warmup in steps would).",
-                done, planned, max_steps, self.args.lr_scheduler_type, self.args.warmup_steps, done, planned,
-                max_steps,
+                "%s) depends on the total, so steps 1-%d followed the %d-step schedule and the rest follows the "
+                "%d-step one; the result will differ from an uninterrupted %d-step run (a constant rate, with any "
+                "warmup given in steps, would not).",
+                done, planned, max_steps, schedule, self.args.warmup_steps, done, planned, max_steps, max_steps,
             )
         return trained
 
