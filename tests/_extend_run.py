@@ -21,8 +21,8 @@ import vqa  # noqa: E402  (recipes/vqa.py)
 
 DEMO_CONFIG = ROOT / "recipes" / "configs" / "vqa" / "tiny-llava_shapes_full.yaml"
 # torch joins each persistent DataLoader worker with a 5 s timeout when an iterator is shut down, and here the
-# workers never exit within it (they are terminated after): ~15 s idle per run. 0.5 s keeps the matrix affordable.
-FAST_WORKER_SHUTDOWN_S = 0.5
+# workers never exit within it (they are terminated after): ~15 s idle per run. 0.1 s keeps the matrix affordable.
+FAST_WORKER_SHUTDOWN_S = 0.1
 
 
 def three_runs(root: Path, model: str, train: str, evaluation: str, total: int, first: int, flags: list[str]) -> None:
