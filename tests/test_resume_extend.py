@@ -76,11 +76,13 @@ def test_a_run_continued_to_more_steps_equals_an_uninterrupted_one(workers, meth
 
 
 @pytest.mark.slow
-def test_two_processes_continued_to_more_steps_equal_an_uninterrupted_run(tiny_llava_dir, shapes_dir, tmp_path):
-    """torchrun, two processes (gloo): full fine-tuning, grouped, augmented, 2 workers each."""
+@pytest.mark.parametrize("method", METHODS)
+def test_two_processes_continued_to_more_steps_equal_an_uninterrupted_run(method, tiny_llava_dir, shapes_dir,
+                                                                          tmp_path):
+    """torchrun, two processes (gloo), 2 workers each, grouped and augmented: ~25 s per method."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    flags = [*SMALL, *WORKERS[2], *METHODS["full"], *GROUPING["grouped"], *AUGMENT["augmented"],
+    flags = [*SMALL, *WORKERS[2], *METHODS[method], *GROUPING["grouped"], *AUGMENT["augmented"],
              "--per_device_train_batch_size", "2"]  # 2 processes x 2: still 4 steps per epoch
     command = [torchrun, "--standalone", "--nproc_per_node", "2", str(DRIVER), str(tmp_path), str(tiny_llava_dir),
                str(shapes_dir["train"]), str(shapes_dir["test"]), str(TOTAL), str(FIRST), *flags]
