@@ -154,3 +154,22 @@ def test_a_checkpoint_missing_weights_is_refused(tiny_llava_dir, tmp_path):
     with pytest.raises(CheckpointWeightsError, match="do not match the model being trained") as error:
         load_full_model_weights(model, tmp_path / "checkpoint-1")
     assert "missing keys" in str(error.value)
+
+
+def test_load_best_model_at_end_restores_the_best_full_model(tiny_llava_dir, shapes_dir, tmp_path):
+    """The same plain load_state_dict loads the best checkpoint at the end: the best model (here the *highest* eval
+    loss, step 1, so that it differs from the last) must really be the one left in the trainer."""
+    from mmft.workflow import finetune
+
+    results = finetune(model=str(tiny_llava_dir), train_dataset=str(shapes_dir["train"]),
+                       eval_dataset=str(shapes_dir["test"]), output_dir=str(tmp_path), use_peft=False,
+                       max_train_samples=8, max_eval_samples=2, per_device_train_batch_size=4,
+                       per_device_eval_batch_size=2, max_steps=2, learning_rate=5e-3, eval_strategy="steps",
+                       eval_steps=1, save_steps=1, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                       greater_is_better=True, eval_generation=False, report_to=[], disable_tqdm=True)
+    trainer = results["trainer"]
+    assert trainer.state.best_model_checkpoint == str(tmp_path / "checkpoint-1")
+    best, last = _weights(tmp_path / "checkpoint-1"), _weights(tmp_path / "checkpoint-2")
+    assert any(not torch.equal(best[k], last[k]) for k in best)  # the two differ: the test can tell them apart
+    final = _weights(tmp_path)  # save_model at the end wrote the model the trainer holds
+    assert all(torch.equal(final[k], best[k]) for k in best)
