@@ -2,7 +2,8 @@
 
 The data path: records (``mmft.records``) from sources (``mmft.sources``) become batches in the collator
 (``mmft.collator``); ``mmft.modeling`` decides what trains; ``mmft.trainer.VLMTrainer`` trains and evaluates by
-generation. ``mmft.workflow`` runs it all from Python; ``recipes/*.py`` run it from the command line.
+generation. ``mmft.workflow`` holds the pieces and ``mmft.recipe`` the story (``finetune`` runs it from Python);
+``recipes/*.py`` run it from the command line.
 """
 
 __version__ = "0.1.0"
@@ -14,7 +15,7 @@ __all__ = ["finetune", "load_records", "VLMCollator", "VLMTrainer", "ModelArgume
 def __getattr__(name):
     # Lazy imports: `import mmft` stays fast (torch and transformers load only when used).
     if name == "finetune":
-        from .workflow import finetune
+        from .recipe import finetune
 
         return finetune
     if name == "load_records":

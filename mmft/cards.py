@@ -56,7 +56,7 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
-from .metrics import available_metrics
+from .metrics import DEFAULT_METRICS, available_metrics
 from .records import RecordError
 
 __all__ = [
@@ -382,7 +382,7 @@ def card_for_hub_id(hub_id: str) -> DataCard | None:
 
 def metrics_for(dataset_name: str | None) -> list[str] | None:
     """The metric names of the card behind ``dataset_name`` (a card name, Hub id or card path), or None when no card
-    describes it. An empty list is a card that names none (instruction sets). See ``workflow.default_metrics``."""
+    describes it. An empty list is a card that names none (instruction sets). See ``default_metrics``."""
     if not isinstance(dataset_name, str) or not dataset_name:
         return None
     try:
@@ -390,6 +390,14 @@ def metrics_for(dataset_name: str | None) -> list[str] | None:
     except CardError:
         return None
     return list(card.metrics) if card is not None else None
+
+
+def default_metrics(dataset_name: str | None) -> tuple[list[str], bool]:
+    """``(metrics, from_card)``: the task's own metrics as the dataset's data card names them (``anls`` for docvqa,
+    ``cider bleu`` for coco-karpathy, none for instruction sets), else ``DEFAULT_METRICS``. Training and ``mmft eval``
+    both use this rule, so eval scores what the run reported."""
+    card_metrics = metrics_for(dataset_name)
+    return (list(DEFAULT_METRICS), False) if card_metrics is None else (card_metrics, True)
 
 
 # ---- rows -> records -----------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _merge(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .inference import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
+    from .dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
     parser = argparse.ArgumentParser(prog="mmft", description=" ".join(__doc__.split()).replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="Print package versions and the built-in tiny models.")

@@ -203,13 +203,6 @@ def _adopt_base(model_args, adapter_name: str, base: str, base_revision: str | N
     model_args.model_revision = given_revision or base_revision
 
 
-def load_starting_adapter(model, adapter: StartingAdapter):
-    """The base ``model`` with the adapter's weights applied and trainable (a ``PeftModel``), its shape as saved."""
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
-
-
 def load_starting_processor(adapter: StartingAdapter, model_args):
     """The processor saved with the adapter (the chat template its run trained with), else the base model's."""
     from .merge import load_processor_for_merge
@@ -403,8 +396,8 @@ class Retention:
     @classmethod
     def from_args(cls, data_args, training_args) -> Retention | None:
         """The ``--retention_eval_dataset_name`` sets, loaded (``None`` without any)."""
+        from .cards import default_metrics
         from .sources import load_records
-        from .workflow import default_metrics
 
         names = data_args.retention_eval_dataset_name or []
         if isinstance(names, str):
@@ -454,8 +447,7 @@ class Retention:
 
     def evaluate(self, trainer, *, before: bool) -> dict[str, float]:
         """Score every old-task set (each with its own metrics); returns the metrics under their prefixes."""
-        from .families import family_for
-        from .workflow import check_records_fit_family
+        from .families import check_records_fit_family, family_for
 
         out = {}
         for retention_set in self.sets:

@@ -118,9 +118,9 @@ def _find_record(source, index: int):
 
 
 def show_command(args) -> None:
-    from .datacheck import _open_or_exit, collator_for_args
+    from .dataargs import collator_for_args, open_or_exit
 
-    source = _open_or_exit(args, "show")
+    source = open_or_exit(args, "show")
     record, where = _find_record(source, args.index)
     collator = collator_for_args(args)
     try:

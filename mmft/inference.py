@@ -29,13 +29,13 @@ import os
 import re
 from pathlib import Path
 
+from .dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
 from .errors import UsageError, report_usage_errors
 from .metrics import DEFAULT_METRICS  # when no data card names the metrics
 
 logger = logging.getLogger("mmft")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-DTYPE_NAMES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 PREDICT_PLACEHOLDER_ANSWER = "(to be generated)"  # records end with an assistant turn; generation drops it
 
 
@@ -172,7 +172,7 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
     if len(records) == 0:
         raise InferenceError(f"{dataset_name} ({split}) has no records to evaluate.")
     if not metrics:
-        from .workflow import default_metrics
+        from .cards import default_metrics
 
         metrics = default_metrics(dataset_name)[0]
     out = Path(output_dir) if output_dir else default_eval_dir(model, dataset_name, split)

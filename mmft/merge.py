@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from .dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
 from .errors import UsageError
-from .inference import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -42,6 +42,14 @@ def resolve_model_path(name: str) -> str:
     return resolve_builtin_model(name)
 
 
+def load_starting_adapter(model, adapter):
+    """The base ``model`` with the weights of ``adapter`` (a ``mmft.continual.StartingAdapter``) applied and trainable
+    (a ``PeftModel``), its shape as saved."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
+
+
 def load_processor(model_args):
     from transformers import AutoProcessor
 
@@ -332,8 +340,6 @@ def prepare_model_for_training(model: nn.Module, model_args, starting_adapter=No
             # stable training. Checkpointing is left to the Trainer (--gradient_checkpointing) and its kwargs.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         if starting_adapter is not None:
-            from .continual import load_starting_adapter
-
             return load_starting_adapter(model, starting_adapter)
         target = lora_target_regex(model, model_args.lora_target, family)
         modules_to_save = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from torch.utils.data import Subset
@@ -167,3 +167,29 @@ def run_recipe(model_args: ModelArguments, data_args: DataArguments, training_ar
         message = push_commit_message(trainer, data_args)  # a continued run: "Continue training from <parent>..."
         trainer.push_to_hub(**({"commit_message": message} if message else {}))
     return trainer
+
+
+def finetune(model: str | None = None, train_dataset=None, eval_dataset=None, **kwargs) -> dict:
+    """Fine-tune from Python: datasets may be ``datasets`` objects, lists of records, file paths or Hub ids.
+
+    ``model`` defaults to ``mmft:tiny-llava``, or, with ``adapter_name_or_path=...`` (continue an adapter), to the
+    base model that adapter records.
+
+    Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
+    (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Runs the recipes'
+    story (:func:`run_recipe`) and returns the run's metrics (before training, training, after training) plus
+    ``"trainer"``; the trained model, the results files and the model card (``README.md``) are saved to
+    ``output_dir``, and pushed to the Hub with ``push_to_hub=True`` (``hub_model_id=...``).
+    """
+    if model is None and not kwargs.get("adapter_name_or_path"):
+        model = "mmft:tiny-llava"
+    groups = {}
+    for cls in (ModelArguments, DataArguments, VLMTrainingArguments):
+        names = {f.name for f in fields(cls) if f.init}
+        groups[cls] = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+    if kwargs:
+        raise TypeError(f"finetune() got unknown argument(s): {', '.join(sorted(kwargs))}")
+    trainer = run_recipe(ModelArguments(model_name_or_path=model, **groups[ModelArguments]),
+                         DataArguments(**groups[DataArguments]), VLMTrainingArguments(**groups[VLMTrainingArguments]),
+                         train_source=train_dataset, eval_source=eval_dataset)
+    return {**trainer.run_metrics, "trainer": trainer}

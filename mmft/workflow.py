@@ -1,7 +1,7 @@
-"""The pieces a recipe (or a notebook) assembles: datasets, collators, model, trainer; and ``finetune`` for notebooks.
+"""The pieces a recipe (or a notebook) assembles: datasets, collators, model, trainer.
 
-A recipe reads as a story over these calls (see ``recipes/vqa.py``); ``finetune`` runs the same story from
-Python with keyword arguments::
+A recipe reads as a story over these calls (``mmft.recipe.run_recipe``); ``mmft.recipe.finetune`` (``mmft.finetune``)
+runs the same story from Python with keyword arguments::
 
     from mmft import finetune
     results = finetune(model="mmft:tiny-llava", train_dataset=my_dataset, eval_dataset=my_eval,
@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from dataclasses import fields
 
 import torch
 from transformers import set_seed
 
 from .augment import ImageAugmenter, PromptParaphraser
 from .badrecords import BadRecordLedger, check_policy, scan_dataset
-from .cards import metrics_for
+from .cards import default_metrics
 from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
 from .continual import (
@@ -32,9 +31,8 @@ from .continual import (
     resolve_starting_adapter,
 )
 from .errors import UsageError
-from .families import Family, UnsupportedRecordError, family_for
+from .families import Family, check_records_fit_family, family_for
 from .liger import check_liger
-from .metrics import DEFAULT_METRICS
 from .modeling import load_model, load_processor, log_parameter_report, prepare_model_for_training
 from .sources import load_records, materialise
 from .trainer import VLMTrainer
@@ -137,30 +135,6 @@ def scan_for_bad_records(train, evaluation, data_args: DataArguments, training_a
                 dataset.bad_record_scan = scan_dataset(dataset, data_args, what=what, **shard)
 
 
-def check_records_fit_family(dataset, family: Family, max_problems: int = 5) -> None:
-    """Fail at start, naming records, when the data holds what this model family cannot take.
-
-    Checks in-memory record lists (local files, lists); lazy datasets are checked per batch by the collator.
-    """
-    for part in getattr(dataset, "parts", ()):  # a replay mixture: its new and old records
-        check_records_fit_family(part, family, max_problems)
-    canonical = getattr(dataset, "_canonical", None)
-    if canonical is None:
-        return
-    problems = []
-    for record in canonical:
-        try:
-            family.check_record(record)
-        except UnsupportedRecordError as error:
-            problems.append(str(error))
-    if problems:
-        more = f"\n... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
-        raise UnsupportedRecordError(
-            f"{len(problems)} record(s) of {getattr(dataset, 'source', 'the dataset')} cannot be used with this "
-            f"{family.name} model:\n" + "\n".join(problems[:max_problems]) + more
-        )
-
-
 def build_collators(processor, data_args: DataArguments, family: Family | None = None,
                     seed: int = 0) -> tuple[VLMCollator, VLMCollator]:
     """A training collator (right padding, labels, length policy, opt-in augmentation drawn from ``seed``) and a
@@ -189,14 +163,6 @@ def build_collators(processor, data_args: DataArguments, family: Family | None =
     generate = VLMCollator(processor, mode="generate", max_length=data_args.max_length, overlength_policy=policy,
                            **common)
     return train, generate
-
-
-def default_metrics(dataset_name: str | None) -> tuple[list[str], bool]:
-    """``(metrics, from_card)``: the task's own metrics as the dataset's data card names them (``anls`` for docvqa,
-    ``cider bleu`` for coco-karpathy, none for instruction sets), else ``DEFAULT_METRICS``. Training and ``mmft eval``
-    both use this rule, so eval scores what the run reported."""
-    card_metrics = metrics_for(dataset_name)
-    return (list(DEFAULT_METRICS), False) if card_metrics is None else (card_metrics, True)
 
 
 def resolve_metrics(training_args: VLMTrainingArguments, data_args: DataArguments) -> list[str]:
@@ -254,31 +220,3 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     if isinstance(train_dataset, ReplayMixture):  # a fresh replay draw each epoch, seen by the loader's workers
         trainer.add_callback(ReplayEpochCallback(train_dataset))
     return trainer
-
-
-def finetune(model: str | None = None, train_dataset=None, eval_dataset=None, **kwargs) -> dict:
-    """Fine-tune from Python: datasets may be ``datasets`` objects, lists of records, file paths or Hub ids.
-
-    ``model`` defaults to ``mmft:tiny-llava``, or, with ``adapter_name_or_path=...`` (continue an adapter), to the
-    base model that adapter records.
-
-    Keyword arguments are any field of ``ModelArguments``, ``DataArguments`` or ``VLMTrainingArguments``
-    (``output_dir``, ``num_train_epochs``, ``learning_rate``, ``use_peft``, ``max_length``, ...). Runs the recipes'
-    story (``mmft.recipe.run_recipe``) and returns the run's metrics (before training, training, after training) plus
-    ``"trainer"``; the trained model, the results files and the model card (``README.md``) are saved to
-    ``output_dir``, and pushed to the Hub with ``push_to_hub=True`` (``hub_model_id=...``).
-    """
-    if model is None and not kwargs.get("adapter_name_or_path"):
-        model = "mmft:tiny-llava"
-    groups = {}
-    for cls in (ModelArguments, DataArguments, VLMTrainingArguments):
-        names = {f.name for f in fields(cls) if f.init}
-        groups[cls] = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-    if kwargs:
-        raise TypeError(f"finetune() got unknown argument(s): {', '.join(sorted(kwargs))}")
-    from .recipe import run_recipe  # recipe builds on this module: imported at call time
-
-    trainer = run_recipe(ModelArguments(model_name_or_path=model, **groups[ModelArguments]),
-                         DataArguments(**groups[DataArguments]), VLMTrainingArguments(**groups[VLMTrainingArguments]),
-                         train_source=train_dataset, eval_source=eval_dataset)
-    return {**trainer.run_metrics, "trainer": trainer}

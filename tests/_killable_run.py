@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 
+import mmft.recipe
 import mmft.workflow
 from mmft.trainer import VLMTrainer
 
@@ -38,7 +39,7 @@ class KillableTrainer(VLMTrainer):
 
 
 mmft.workflow.VLMTrainer = KillableTrainer
-mmft.workflow.finetune(
+mmft.recipe.finetune(
     model=args.model_dir,
     train_dataset=args.train_jsonl,
     output_dir=args.output_dir,

@@ -15,8 +15,9 @@ from mmft.badrecords import BAD_RECORDS_KEY, BadRecordError, too_many
 from mmft.collator import VLMCollator
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
 from mmft.errors import format_usage_error, report_usage_errors
+from mmft.recipe import finetune
 from mmft.records import to_canonical
-from mmft.workflow import build_trainer, finetune, load_datasets
+from mmft.workflow import build_trainer, load_datasets
 
 
 @pytest.fixture(autouse=True)

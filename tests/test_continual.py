@@ -25,7 +25,8 @@ from mmft.continual import (
     resolve_starting_adapter,
 )
 from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
-from mmft.workflow import finetune, load_datasets
+from mmft.recipe import finetune
+from mmft.workflow import load_datasets
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PARENT_REPO = "tester/tiny-vqa"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mmft.cli import main
 from mmft.collator import VLMCollator
-from mmft.datacheck import _SeenIds
+from mmft.datascan import _SeenIds
 from mmft.datashow import use_colour
 from mmft.records import to_canonical
 
@@ -464,7 +464,7 @@ def test_column_flags_and_prompt_template_reach_the_training_mapping(tmp_path):
     """`data check` and `data show` parse the same flags, and the record they build is the one training loads."""
     from mmft.cli import build_parser
     from mmft.config import DataArguments
-    from mmft.datacheck import _open_or_exit, column_overrides
+    from mmft.dataargs import column_overrides, open_or_exit
     from mmft.datashow import _find_record
     from mmft.sources import load_records
 
@@ -478,6 +478,6 @@ def test_column_flags_and_prompt_template_reach_the_training_mapping(tmp_path):
         args = build_parser().parse_args([*command, *COLUMN_FLAGS, *template])
         assert column_overrides(args) == data_args.column_overrides()
         index = getattr(args, "index", 0)
-        record, _ = _find_record(_open_or_exit(args, "show"), index)
+        record, _ = _find_record(open_or_exit(args, "show"), index)
         assert record == training[index]
         assert record["messages"][0]["content"][-1]["text"].endswith("? Answer in one word.")

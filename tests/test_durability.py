@@ -78,11 +78,12 @@ def _nan_trainer_class(nan_at_step: int):
 
 
 def _run_with_nan(monkeypatch, tiny_llava_dir, shapes_dir, output_dir, **kwargs):
+    import mmft.recipe
     import mmft.workflow
 
     monkeypatch.setattr(mmft.workflow, "VLMTrainer", _nan_trainer_class(nan_at_step=3))
     _run_with_nan.trainer_class = mmft.workflow.VLMTrainer
-    return mmft.workflow.finetune(
+    return mmft.recipe.finetune(
         model=str(tiny_llava_dir), train_dataset=str(shapes_dir["train"]), output_dir=str(output_dir),
         max_steps=5, save_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], **kwargs,
     )
@@ -110,7 +111,7 @@ def test_nonfinite_guard_can_be_turned_off(monkeypatch, tiny_llava_dir, shapes_d
 
 # ---- the run summary ------------------------------------------------------------------------------------------
 def test_training_reports_tokens_per_second_and_peak_memory(tiny_llava_dir, shapes_dir, tmp_path):
-    from mmft.workflow import finetune
+    from mmft.recipe import finetune
 
     results = finetune(model=str(tiny_llava_dir), train_dataset=str(shapes_dir["train"]),
                        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, report_to=[])

@@ -19,8 +19,8 @@ from mmft.cli import main
 from mmft.collator import VLMCollator
 from mmft.errors import USAGE_ERROR_EXIT_CODE
 from mmft.merge import MergeError, merge_adapter, merged_model_card
+from mmft.recipe import finetune
 from mmft.sources import load_records
-from mmft.workflow import finetune
 
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"}
 

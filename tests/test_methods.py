@@ -2,7 +2,7 @@
 checkpointing with a frozen vision tower, and QLoRA's requirements (a clear error at start without CUDA or
 bitsandbytes; a real 4-bit run on a CUDA GPU only).
 
-Each run is a few optimizer steps through ``mmft.workflow.finetune`` (the notebook API, which shares
+Each run is a few optimizer steps through ``mmft.recipe.finetune`` (the notebook API, which shares
 ``build_trainer`` with the recipe), then checks what was saved against what was trained: exact reload, weights that
 moved, weights that must not have.
 """
@@ -19,8 +19,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from mmft.collator import VLMCollator
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.recipe import finetune
 from mmft.sources import load_records
-from mmft.workflow import build_trainer, finetune
+from mmft.workflow import build_trainer
 
 VISION, PROJECTOR, LANGUAGE = "model.vision_tower", "model.multi_modal_projector", "model.language_model"
 

@@ -103,7 +103,7 @@ def test_perplexity_is_exp_of_the_loss():
 def test_eval_on_an_adapter_folder_reproduces_the_runs_predictions(tiny_llava_dir, shapes_dir, tmp_path):
     from peft import PeftModel
 
-    from mmft.workflow import finetune
+    from mmft.recipe import finetune
 
     out = tmp_path / "adapter"
     results = finetune(model=str(tiny_llava_dir), train_dataset=str(shapes_dir["train"]),

@@ -75,7 +75,8 @@ eager = [name for name in ("peft", "datasets", "transformers") if name in sys.mo
 assert not eager, f"mmft's model, data and hub modules imported {eager} before use"
 import mmft.workflow
 unneeded = ["evaluate", "sacrebleu", "bitsandbytes", "liger_kernel", "pycocoevalcap", "scipy", "mmft.merge",
-            "mmft.inference", "mmft.testing", "mmft.shapes", "mmft.datacheck", "mmft.datashow", "mmft.report"]
+            "mmft.inference", "mmft.testing", "mmft.shapes", "mmft.datacheck", "mmft.datashow", "mmft.report",
+            "mmft.dataargs", "mmft.datascan", "mmft.datareport", "mmft.datastream"]
 loaded = [name for name in unneeded if name in sys.modules]
 assert not loaded, f"import mmft.workflow imported {loaded}"
 print("ok")

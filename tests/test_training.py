@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.recipe import finetune
 from mmft.sources import load_records
-from mmft.workflow import build_trainer, finetune
+from mmft.workflow import build_trainer
 
 
 def _args(tmp_path, **overrides):
@@ -121,7 +122,7 @@ def test_notebook_api_trains_from_in_memory_dataset_of_pil_images(tiny_llava_dir
 
 
 def test_top_level_finetune_is_the_function_even_after_the_module_is_imported():
-    import mmft.workflow  # recipes import this module; it must not shadow the function `from mmft import finetune`
+    import mmft.recipe  # recipes import this module; it must not shadow the function `from mmft import finetune`
     from mmft import finetune
 
-    assert callable(finetune) and finetune is mmft.workflow.finetune
+    assert callable(finetune) and finetune is mmft.recipe.finetune

@@ -239,3 +239,27 @@ def _discover() -> None:
 
 
 _discover()
+
+
+def check_records_fit_family(dataset, family: Family, max_problems: int = 5) -> None:
+    """Fail at start, naming records, when the data holds what this model family cannot take.
+
+    Checks in-memory record lists (local files, lists); lazy datasets are checked per batch by the collator.
+    """
+    for part in getattr(dataset, "parts", ()):  # a replay mixture: its new and old records
+        check_records_fit_family(part, family, max_problems)
+    canonical = getattr(dataset, "_canonical", None)
+    if canonical is None:
+        return
+    problems = []
+    for record in canonical:
+        try:
+            family.check_record(record)
+        except UnsupportedRecordError as error:
+            problems.append(str(error))
+    if problems:
+        more = f"\n... and {len(problems) - max_problems} more" if len(problems) > max_problems else ""
+        raise UnsupportedRecordError(
+            f"{len(problems)} record(s) of {getattr(dataset, 'source', 'the dataset')} cannot be used with this "
+            f"{family.name} model:\n" + "\n".join(problems[:max_problems]) + more
+        )

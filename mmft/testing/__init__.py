@@ -25,10 +25,10 @@ import pkgutil
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from .fixture import TinyFixture
 from .llava import TinyLlavaSpec, build_tiny_llava
 from .tokenizer import CHATML_TEMPLATE, SPECIAL_TOKENS, train_tokenizer
 
@@ -36,24 +36,6 @@ __all__ = [
     "BUILTIN_MODELS", "CHATML_TEMPLATE", "SPECIAL_TOKENS", "TinyFixture", "TinyLlavaSpec", "build_tiny_llava",
     "cache_dir", "resolve_builtin_model", "tiny_fixtures", "tiny_llava_path", "tiny_model_path", "train_tokenizer",
 ]
-
-
-@dataclass(frozen=True)
-class TinyFixture:
-    """A tiny offline model of one family.
-
-    Args:
-        name: short name (``"qwen2-vl"``); the built-in model ``mmft:tiny-<name>``.
-        build: writes the model (random weights, safetensors) and its processor into the folder it is given.
-        end_of_turn: the text the chat template closes an assistant turn with (``"<|im_end|>"``,
-            ``"<end_of_turn>"``): the label audit expects each supervised span to be the answer plus this.
-        module: the defining module (its source is part of the cache key).
-    """
-
-    name: str
-    build: Callable[[Path], None]
-    end_of_turn: str
-    module: str = ""
 
 
 def cache_dir() -> Path:
@@ -89,7 +71,7 @@ def tiny_llava_path(spec: TinyLlavaSpec | None = None, root: str | os.PathLike |
 
 
 # ---- the family fixtures ----------------------------------------------------------------------------------------
-_NOT_FIXTURES = {"tokenizer"}
+_NOT_FIXTURES = {"tokenizer", "fixture"}
 
 
 def tiny_fixtures() -> dict[str, TinyFixture]:

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .fixture import TinyFixture
 from .tokenizer import CHATML_TEMPLATE, train_tokenizer
 
 
@@ -123,9 +124,4 @@ def build(out_dir) -> None:
     build_tiny_llava(out_dir, TinyLlavaSpec())
 
 
-def __getattr__(name):  # FIXTURE is built on access: mmft.testing (which defines TinyFixture) imports this module
-    if name == "FIXTURE":
-        from . import TinyFixture
-
-        return TinyFixture(name="llava", build=build, end_of_turn="<|im_end|>")
-    raise AttributeError(name)
+FIXTURE = TinyFixture(name="llava", build=build, end_of_turn="<|im_end|>")
