@@ -17,21 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from .outputs import ModelOutputs, unwrap  # noqa: F401  (unwrap: part of this module's interface)
 
 TOWERS = ("image", "text")
 OPEN_CLIP_PREFIXES = ("open_clip:", "hf-hub:")
 HEAD_FILE = "contrastive_head.safetensors"  # logit scale (and bias) trained beside a LoRA adapter
 RUN_FILE = "mmft_contrastive.json"  # what a saved folder needs to be loaded back: adapter kind, base model
-
-
-class ModelOutputs(dict):
-    """``image_embeds`` / ``text_embeds``, L2-normalised (what ``CLIPModel`` and ``SiglipModel`` return)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 class HFDualEncoder:
@@ -123,12 +114,6 @@ class Siglip2DualEncoder(SiglipDualEncoder):
 
 
 ADAPTERS = {adapter.kind: adapter for adapter in (HFDualEncoder(), SiglipDualEncoder(), Siglip2DualEncoder())}
-
-
-def unwrap(model):
-    """The model under DDP / PEFT wrappers."""
-    model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _dtype(name):

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from .outputs import ModelOutputs, unwrap
 
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_HUB_PREFIX = "hf-hub:"
@@ -160,23 +161,19 @@ class OpenClipDualEncoder:
 
     # ---- features ------------------------------------------------------------------------------------------------
     def forward(self, model, batch: dict):
-        from .models import ModelOutputs
 
         outputs = model(image=batch["pixel_values"], text=batch["input_ids"])  # normalised (open_clip's forward)
         return ModelOutputs(image_embeds=outputs["image_features"], text_embeds=outputs["text_features"])
 
     def image_features(self, model, inputs: dict) -> torch.Tensor:
-        from .models import unwrap
 
         return F.normalize(unwrap(model).encode_image(inputs["pixel_values"]), dim=-1)
 
     def text_features(self, model, inputs: dict) -> torch.Tensor:
-        from .models import unwrap
 
         return F.normalize(unwrap(model).encode_text(inputs["input_ids"]), dim=-1)
 
     def logit_parameters(self, model) -> dict[str, torch.nn.Parameter]:
-        from .models import unwrap
 
         base = unwrap(model)
         return {name: getattr(base, name) for name in ("logit_scale", "logit_bias")
