@@ -175,3 +175,30 @@ def schedule_depends_on_total(args, steps_done: int, old_total: int, new_total: 
         return rates(old_total) != rates(new_total)
     except Exception:  # noqa: BLE001 - a schedule that cannot be simulated here: say it may differ
         return True
+
+
+class CompleteCheckpointsMixin:
+    """For ``transformers.Trainer`` subclasses (``VLMTrainer``, ``ContrastiveTrainer``): a checkpoint counts once it is
+    marked complete, after every process wrote its part, which is what ``--resume_from_checkpoint true`` looks for.
+
+    Rotation (deleting old checkpoints) is deferred until the new one is marked complete: a kill in between must never
+    leave the run with no complete checkpoint (with ``save_total_limit=1`` it otherwise would).
+    """
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every process has written its part (shards, RNG state)
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            mark_complete(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"),
+                          self.state.global_step)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()

@@ -20,15 +20,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .augment import CollatorEpochCallback
 from .badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
 from .checkpoints import (
+    CompleteCheckpointsMixin,
     holds_full_model,
     last_complete_checkpoint,
     load_full_model_weights,
-    mark_complete,
     schedule_depends_on_total,
 )
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
@@ -109,7 +108,7 @@ class NonFiniteTrainingError(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped before the optimizer step."""
 
 
-class VLMTrainer(Trainer):
+class VLMTrainer(CompleteCheckpointsMixin, Trainer):
     """A ``Trainer`` for image-text-to-text models.
 
     Args (besides ``Trainer``'s):
@@ -334,25 +333,6 @@ class VLMTrainer(Trainer):
             f"reached the weights. {kept} Usual causes: a learning rate too high, fp16 overflow (prefer bf16), or a "
             "broken sample in this step's batch. Pass --stop_on_nonfinite false to train on regardless."
         )
-
-    # ---- checkpoints count only once complete -----------------------------------------------------------
-    def _save_checkpoint(self, model, trial):
-        # Rotation (deleting old checkpoints) is deferred until the new one is marked complete: a kill in between
-        # must never leave the run with no complete checkpoint (with save_total_limit=1 it otherwise would).
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        self.accelerator.wait_for_everyone()  # every process has written its part (shards, RNG state)
-        if self.args.should_save:
-            run_dir = self._get_output_dir(trial=trial)
-            mark_complete(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"),
-                          self.state.global_step)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-        self.accelerator.wait_for_everyone()
 
     # ---- resume: the weights really loaded, a changed total said ---------------------------------------------------
     def _plain_model_weights(self, checkpoint_dir) -> bool:

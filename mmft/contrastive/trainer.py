@@ -18,9 +18,8 @@ import os
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from ..checkpoints import mark_complete
+from ..checkpoints import CompleteCheckpointsMixin
 from ..errors import UsageError
 from .collator import NUM_DROPPED_KEY
 from .evaluation import DEFAULT_KS, embed_images, embed_texts, recall_at_k, zero_shot_accuracy
@@ -44,7 +43,7 @@ class ClampLogitScale(TrainerCallback):
             self.parameter.clamp_(0, MAX_LOG_LOGIT_SCALE)
 
 
-class ContrastiveTrainer(Trainer):
+class ContrastiveTrainer(CompleteCheckpointsMixin, Trainer):
     """A ``Trainer`` for dual encoders.
 
     Args (besides ``Trainer``'s; ``data_collator`` is a ``ContrastiveCollator``):
@@ -113,24 +112,6 @@ class ContrastiveTrainer(Trainer):
         save_trained(self.adapter, self.accelerator.unwrap_model(self.model), self.processing_class, output_dir,
                      self.base_model_name)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-    def _save_checkpoint(self, model, trial):
-        # As VLMTrainer: a checkpoint counts once marked complete (what --resume_from_checkpoint true looks for),
-        # and old ones are rotated out only after that, so a kill mid-save never leaves no complete checkpoint.
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            run_dir = self._get_output_dir(trial=trial)
-            mark_complete(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"),
-                          self.state.global_step)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-        self.accelerator.wait_for_everyone()
 
     def create_model_card(self, *args, **kwargs) -> None:
         """``push_to_hub`` calls this before uploading: rewrite mmft's card (``mmft.contrastive.card``), not
