@@ -111,11 +111,11 @@ def test_a_continued_run_starts_from_the_adapters_weights_and_reports_the_old_ta
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    import mmft.continual
+    import mmft.modeling
 
     first, first_results = first_adapter
     captured = {}
-    load = mmft.continual.load_starting_adapter
+    load = mmft.modeling.load_starting_adapter
 
     def load_and_watch(model, adapter):  # record the inputs and logits of the first *training* forward pass
         peft_model = load(model, adapter)
@@ -128,7 +128,7 @@ def test_a_continued_run_starts_from_the_adapters_weights_and_reports_the_old_ta
         peft_model.register_forward_hook(hook, with_kwargs=True)
         return peft_model
 
-    monkeypatch.setattr(mmft.continual, "load_starting_adapter", load_and_watch)
+    monkeypatch.setattr(mmft.modeling, "load_starting_adapter", load_and_watch)
     out = tmp_path / "month-2"
     # lora_r=16 is ignored: the adapter keeps its own shape (r=4).
     # --metrics bleu scores the new task; the old one keeps its own (no card: vqa_accuracy, exact_match).

@@ -104,7 +104,7 @@ def test_two_processes_continued_to_more_steps_equal_an_uninterrupted_run(method
 
 def test_resume_to_more_steps_says_when_the_schedule_depends_on_the_total(tiny_llava_dir, shapes_dir, tmp_path,
                                                                           capsys):
-    from mmft.workflow import finetune
+    from mmft.recipe import finetune
 
     common = dict(model=str(tiny_llava_dir), train_dataset=str(shapes_dir["train"]), output_dir=str(tmp_path),
                   max_train_samples=8, per_device_train_batch_size=4, save_steps=2, report_to=[],
@@ -169,7 +169,7 @@ def test_a_checkpoint_missing_weights_is_refused(tiny_llava_dir, tmp_path):
 def test_load_best_model_at_end_restores_the_best_full_model(tiny_llava_dir, shapes_dir, tmp_path):
     """The same plain load_state_dict loads the best checkpoint at the end: the best model (here the *highest* eval
     loss, step 1, so that it differs from the last) must really be the one left in the trainer."""
-    from mmft.workflow import finetune
+    from mmft.recipe import finetune
 
     results = finetune(model=str(tiny_llava_dir), train_dataset=str(shapes_dir["train"]),
                        eval_dataset=str(shapes_dir["test"]), output_dir=str(tmp_path), use_peft=False,
