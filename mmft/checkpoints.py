@@ -98,3 +98,80 @@ def resolve_resume_checkpoint(value, output_dir: str | os.PathLike, is_main_proc
             "or pass --resume_from_checkpoint true to pick the newest complete one."
         )
     return str(path)
+
+
+# ---- loading a full model's weights back (resume, best model) ------------------------------------------------------
+FULL_MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # what save_pretrained writes (safetensors)
+
+
+class CheckpointWeightsError(UsageError, RuntimeError):
+    """A checkpoint's model weights do not fit the model being trained."""
+
+
+def holds_full_model(checkpoint_dir: str | os.PathLike) -> bool:
+    """Whether ``checkpoint_dir`` holds a full model's safetensors weights (``save_pretrained``), not an adapter."""
+    return any((Path(checkpoint_dir) / name).is_file() for name in FULL_MODEL_WEIGHTS)
+
+
+def load_full_model_weights(model, checkpoint_dir: str | os.PathLike) -> None:
+    """Put the weights ``save_pretrained`` wrote to ``checkpoint_dir`` back into ``model``, in place, exactly.
+
+    ``save_pretrained`` writes many families in their *original* key layout (LLaVA: ``language_model.model.layers.*``,
+    where the model's own modules are ``model.language_model.layers.*``: transformers' weight conversion mapping,
+    reverted on save), and ``transformers.Trainer`` reloads a checkpoint with a plain ``load_state_dict(...,
+    strict=False)``, which applies no conversion: every key misses, nothing is loaded, and a resumed full fine-tuning
+    silently continues from the *initial* weights with the checkpoint's optimizer state (transformers issue #43701).
+    So the checkpoint is read by ``from_pretrained``, the loader that knows this layout (renamings and tensor
+    conversions, sharded or not), and its state dict is copied into ``model`` strictly: a checkpoint that does
+    not cover every weight of the model is refused, never half loaded.
+    """
+    checkpoint_dir = str(checkpoint_dir)
+    loaded, info = type(model).from_pretrained(checkpoint_dir, dtype="auto", output_loading_info=True)
+    problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        listed = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys[:5]))}"
+                           + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") for kind, keys in problems.items())
+        raise CheckpointWeightsError(
+            f"{checkpoint_dir}: its model weights do not match the model being trained ({listed}). Resume with the "
+            "same --model_name_or_path and model settings the checkpoint was written with."
+        )
+    try:
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise CheckpointWeightsError(
+            f"{checkpoint_dir}: its model weights do not match the model being trained: {error}"
+        ) from None
+    del loaded
+    logger.info("Loaded the model weights of %s.", checkpoint_dir)
+
+
+# ---- what a resume can and cannot reproduce ------------------------------------------------------------------------
+def schedule_depends_on_total(args, steps_done: int, old_total: int, new_total: int) -> bool:
+    """Whether the learning rates of the first ``steps_done`` steps differ between a schedule planned for
+    ``old_total`` steps and one planned for ``new_total`` (cosine and linear decay do, and so does a warmup given as a
+    fraction; a constant rate does not). A resume keeps the steps already taken, so only then can it differ from an
+    uninterrupted run of ``new_total`` steps."""
+    if old_total == new_total or steps_done <= 0:
+        return False
+    import torch
+    from transformers import get_scheduler
+
+    def rates(total: int) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = get_scheduler(args.lr_scheduler_type, optimizer=optimizer,
+                                  num_warmup_steps=args.get_warmup_steps(total), num_training_steps=total,
+                                  scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # driven by metrics, not the total
+            return []
+        values = []
+        for _ in range(min(steps_done, old_total, new_total)):
+            values.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    try:
+        return rates(old_total) != rates(new_total)
+    except Exception:  # noqa: BLE001 - a schedule that cannot be simulated here: say it may differ
+        return True

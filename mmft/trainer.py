@@ -24,7 +24,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .augment import CollatorEpochCallback
 from .badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
-from .checkpoints import last_complete_checkpoint, mark_complete
+from .checkpoints import (
+    holds_full_model,
+    last_complete_checkpoint,
+    load_full_model_weights,
+    mark_complete,
+    schedule_depends_on_total,
+)
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
 from .config import metric_names
 from .hub import protect_hub_token, save_generation_config, write_model_card
@@ -76,6 +82,27 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
     ids.append(tokenizer.eos_token_id)
     return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def own_generator(loader, seed: int):
+    """Give ``loader`` its own seeded generator (unless it has one), so that iterating it never draws from the global
+    torch generator that dropout draws from.
+
+    Every new DataLoader iterator draws the seed of its workers from ``loader.generator``, by default the global
+    generator; a persistent-workers loader draws once, at its first epoch, and never again. So a resumed run, whose
+    first epoch runs on a separate skip-ahead loader, made the original loader draw at the next epoch where the
+    uninterrupted run did not, and every dropout mask after it changed. With a generator of its own, iterating any
+    loader leaves the training randomness alone (the workers' own seeds come from it; mmft's collators draw nothing
+    from them: augmentation hashes seed, epoch and record id)."""
+    # Accelerate's DataLoaderShard iterates an inner ``base_dataloader``; the shard's own attribute is what
+    # ``skip_first_batches`` copies into the skip-ahead loader. Set both, one generator.
+    loaders = [loader, getattr(loader, "base_dataloader", None)]
+    loaders = [x for x in loaders if isinstance(x, DataLoader) and x.generator is None]
+    if loaders:
+        generator = torch.Generator().manual_seed(int(seed))
+        for x in loaders:
+            x.generator = generator
+    return loader
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -185,6 +212,18 @@ class VLMTrainer(Trainer):
         return record_lengths(dataset, collator, progress=self.is_local_process_zero(),
                               process_index=self.accelerator.process_index,
                               num_processes=self.accelerator.num_processes, gather=gather_object)
+
+    def _get_dataloader(self, *args, **kwargs):
+        return own_generator(super()._get_dataloader(*args, **kwargs), self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation keeps the records' order under ``--group_by_length`` too: transformers would length-group it with
+        its own sampler, which looks for an ``input_ids`` / ``pixel_values`` column that records do not have and fails
+        before the first evaluation batch."""
+        if self.args.train_sampling_strategy == "group_by_length" and eval_dataset is not None \
+                and hasattr(eval_dataset, "__len__"):
+            return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
         """Evaluation-loss batches never get training augmentation: they use the collator's ``for_evaluation()``."""
@@ -315,6 +354,53 @@ class VLMTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
 
+    # ---- resume: the weights really loaded, a changed total said ---------------------------------------------------
+    def _plain_model_weights(self, checkpoint_dir) -> bool:
+        """A full (non-PEFT) model whose weights ``Trainer`` would reload with a plain ``load_state_dict``: the case
+        ``mmft.checkpoints.load_full_model_weights`` handles. DeepSpeed, FSDP and SageMaker keep their own loaders."""
+        from transformers.trainer import _is_peft_model
+
+        return (not _is_peft_model(self.model) and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
+                and checkpoint_dir is not None and holds_full_model(checkpoint_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if (model is None or model is self.model) and self._plain_model_weights(resume_from_checkpoint):
+            load_full_model_weights(self.model, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if self._plain_model_weights(best):
+            logger.info("Loading the best model from %s (score: %s).", best, self.state.best_metric)
+            load_full_model_weights(self.model, best)
+            return
+        super()._load_best_model()
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+                             trial):
+        """After transformers restores the checkpoint's state: say so when the resumed run's total number of steps
+        differs from the one the checkpoint was trained towards and the learning-rate schedule depends on it."""
+        planned = None
+        state_file = os.path.join(resume_from_checkpoint, "trainer_state.json") if resume_from_checkpoint else None
+        if state_file and os.path.isfile(state_file):
+            with open(state_file) as f:
+                planned = json.load(f).get("max_steps")
+        trained = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                               resume_from_checkpoint, trial)
+        done = self.state.global_step
+        if (planned and planned != max_steps and self.is_world_process_zero()
+                and schedule_depends_on_total(self.args, done, planned, max_steps)):
+            schedule = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
+            logger.warning(
+                "Resuming at step %d of a run planned for %d steps, now %d: the learning-rate schedule (%s, warmup "
+                "%s) depends on the total, so steps 1-%d followed the %d-step schedule and the rest follows the "
+                "%d-step one; the result will differ from an uninterrupted %d-step run (a constant rate, with any "
+                "warmup given in steps, would not).",
+                done, planned, max_steps, schedule, self.args.warmup_steps, done, planned, max_steps, max_steps,
+            )
+        return trained
+
     # ---- the run summary ----------------------------------------------------------------------------------
     def _throughput_and_memory(self, metrics: dict) -> dict:
         tokens = self._tokens_trained if self._tokens_trained is not None else torch.zeros((), dtype=torch.long)
@@ -414,6 +500,7 @@ class VLMTrainer(Trainer):
             collate_fn=self._generation_collate,
             num_workers=self.args.dataloader_num_workers,
             shuffle=False,
+            generator=torch.Generator().manual_seed(self.args.seed),  # see own_generator
         )
         loader = self.accelerator.prepare(loader)  # shards records across processes
         model = self.accelerator.unwrap_model(self.model)
