@@ -339,27 +339,43 @@ class VLMTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Kept false: the collator needs the whole record (images and messages)."},
     )
-    group_by_length: bool = field(
-        default=False,
-        metadata={"help": "Batch records of similar token length together (less padding, faster epochs), keeping "
-                          "the order random: lengths are measured once up front from the rendered text and the "
-                          "image headers (no pixel decoded), then grouped in shuffled megabatches; works with "
-                          "several processes. Same as --train_sampling_strategy group_by_length. How tightly it "
-                          "groups is chosen from the lengths (--length_grouping_target, --length_grouping_min_gain) "
-                          "and logged: on near-uniform data it keeps random order, since grouping would save little "
-                          "and batches would correlate with what fixes a record's length (benchmarks/RESULTS.md)."},
+    train_sampling_strategy: str = field(
+        default="auto",
+        metadata={"help": "Order of training records. 'auto' (default): measure every record's token length at "
+                          "start-up (rendered text plus image headers, no pixel decoded; cached on disk) and group "
+                          "records of similar length only where that removes padding worth removing, else keep "
+                          "random order (near-uniform lengths, or fewer than 8 steps of records); the decision "
+                          "and the expected real-token fraction are logged and written to train_results.json. "
+                          "'group_by_length': always plan a grouping (--length_grouping_target, "
+                          "--length_grouping_min_gain), whatever the record count. 'random': shuffled, no length "
+                          "measured. 'sequential': dataset order. 'batch_rebalance': transformers' sampler (needs "
+                          "an input_ids column).",
+                  "choices": ["auto", "random", "sequential", "group_by_length", "batch_rebalance"]},
+    )
+    group_by_length: bool | None = field(
+        default=None,
+        metadata={"help": "true: same as --train_sampling_strategy group_by_length; false: same as "
+                          "--train_sampling_strategy random (no length measured). Unset: the strategy decides "
+                          "(default 'auto'). Grouping batches records of similar token length together (less "
+                          "padding, faster epochs), keeping the order random: lengths are measured once up front "
+                          "from the rendered text and the image headers (no pixel decoded), then grouped in "
+                          "shuffled megabatches; works with several processes. How tightly it groups is chosen "
+                          "from the lengths (--length_grouping_target, --length_grouping_min_gain) and logged: on "
+                          "near-uniform data it keeps random order, since grouping would save little and batches "
+                          "would correlate with what fixes a record's length (benchmarks/RESULTS.md)."},
     )
     length_grouping_target: float = field(
         default=0.95,
-        metadata={"help": "With --group_by_length: the real-token (non-pad) fraction of batches to reach. The "
-                          "widest length bucket (20%, 10%, 5%, 2%, then exact lengths) whose estimated fraction "
-                          "reaches it is used: wider buckets keep batches more mixed."},
+        metadata={"help": "When lengths are grouped (auto, --group_by_length): the real-token (non-pad) fraction "
+                          "of batches to reach. The widest length bucket (20%, 10%, 5%, 2%, then exact lengths) "
+                          "whose estimated fraction reaches it is used: wider buckets keep batches more mixed."},
     )
     length_grouping_min_gain: float = field(
         default=1.1,
-        metadata={"help": "With --group_by_length: group only if exact-length grouping would make batches at least "
-                          "this many times denser in real tokens than random order (1.1: at least ~10% fewer tokens "
-                          "per epoch); otherwise keep random order. 1.0 always groups."},
+        metadata={"help": "When lengths are grouped (auto, --group_by_length): group only if exact-length "
+                          "grouping would make batches at least this many times denser in real tokens than random "
+                          "order (1.1: at least ~10% fewer tokens per epoch); otherwise keep random order. 1.0 "
+                          "always groups."},
     )
     padding_free: bool = field(
         default=False,
@@ -398,7 +414,10 @@ class VLMTrainingArguments(TrainingArguments):
         self._default_data_loading()
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
-        self.group_by_length = self.train_sampling_strategy == "group_by_length"
+        elif self.group_by_length is not None and self.train_sampling_strategy in ("auto", "group_by_length"):
+            self.train_sampling_strategy = "random"  # --group_by_length false: an explicit no to grouping
+        # Idempotent: arguments rebuilt from these values (to_dict, dataclasses.replace) decide the same way.
+        self.group_by_length = {"group_by_length": True, "auto": None}.get(self.train_sampling_strategy, False)
         if not 0 < self.length_grouping_target <= 1:
             raise UsageError(f"--length_grouping_target must be in (0, 1], got {self.length_grouping_target}.")
         if self.length_grouping_min_gain < 1:
@@ -602,6 +621,10 @@ CONFLICTS = (
              lambda v, given: bool(v["group_by_length"]) and "train_sampling_strategy" in given
              and v["train_sampling_strategy"] != "group_by_length",
              "--group_by_length means --train_sampling_strategy group_by_length"),
+    Conflict("group_by_length", "train_sampling_strategy",
+             lambda v, given: v["group_by_length"] is False and "group_by_length" in given
+             and "train_sampling_strategy" in given and v["train_sampling_strategy"] in ("auto", "group_by_length"),
+             "--group_by_length false means --train_sampling_strategy random"),
 )
 
 

@@ -44,8 +44,11 @@ __all__ = [
     "ImageTokenCounter",
     "LengthGroupedSampler",
     "estimated_real_token_fraction",
+    "length_sorted_order",
+    "lengths_cached",
     "plan_length_grouping",
     "record_lengths",
+    "sampled_lengths",
 ]
 
 PROGRESS_BAR_MIN_RECORDS = 2000  # below this, computing lengths takes well under a second: no bar
@@ -192,6 +195,26 @@ def record_lengths(dataset, collator, *, progress: bool = True, process_index: i
     return lengths
 
 
+# ``--train_sampling_strategy auto`` on a larger dataset first decides from this many records' lengths; it
+# measures them all only when that sample says to group (uniform data then starts as fast as in random order).
+AUTO_SAMPLE_RECORDS = 4096
+
+
+def lengths_cached(dataset, collator) -> bool:
+    """Whether ``record_lengths`` would answer from a cache (on the dataset or on disk) without measuring."""
+    cache = getattr(dataset, "_mmft_lengths", None)
+    if isinstance(cache, dict) and _cache_key(collator) in cache:
+        return True
+    path = _disk_cache_path(dataset, collator)
+    return path is not None and path.is_file()
+
+
+def sampled_lengths(dataset, collator, size: int = AUTO_SAMPLE_RECORDS, seed: int = 0) -> list[int]:
+    """The lengths of ``size`` records drawn at random (the same draw on every process: seeded)."""
+    positions = np.random.default_rng([seed, 2]).choice(len(dataset), size=min(size, len(dataset)), replace=False)
+    return _measure(dataset, collator, sorted(positions.tolist()), progress=False)
+
+
 LENGTHS_CACHE_VERSION = 1
 
 
@@ -296,40 +319,65 @@ def _image_size(ref, root, allow_outside_root: bool, sizes: dict) -> tuple[int, 
 GROUPING_TOLERANCES = (0.2, 0.1, 0.05, 0.02, 0.0)
 
 
+# ``--train_sampling_strategy auto`` keeps random order below this many global batches of records: a grouped order
+# over a few batches fixes which records share a batch for every epoch (one sorted megabatch), and the padding saved
+# on so small a dataset is seconds.
+MIN_GROUPING_BATCHES = 8
+
+
 @dataclass(frozen=True)
 class GroupingPlan:
-    """What ``--group_by_length`` does on this data (chosen by ``plan_length_grouping``).
+    """What length grouping does on this data (chosen by ``plan_length_grouping``).
 
     Attributes:
         tolerance: bucket width for ``LengthGroupedSampler``; ``None``: keep random order.
         random_fraction: estimated real-token fraction of batches in random order.
         fraction: estimated real-token fraction of the chosen order.
         exact_fraction: the most grouping can reach (exact-length sorting).
+        reason: why random order was kept (``"near-uniform lengths"``, ``"too few records"``); empty when grouped.
+        measured: how many records' lengths the decision was made from (a sample of a large dataset when random
+            order was kept on it).
     """
 
     tolerance: float | None
     random_fraction: float
     fraction: float
     exact_fraction: float
+    reason: str = ""
+    measured: int | None = None
+
+    @property
+    def decision(self) -> str:
+        """``random``, ``exact`` or ``buckets_<width>`` (``buckets_0.05``): ``train_length_grouping``."""
+        if self.tolerance is None:
+            return "random"
+        return "exact" if self.tolerance == 0 else f"buckets_{self.tolerance:g}"
 
     def describe(self) -> str:
+        sample = f" (from a sample of {self.measured} records)" if self.measured else ""
+        if self.tolerance is None and self.reason == "too few records":
+            return (f"kept random order: too few records to group (under {MIN_GROUPING_BATCHES} steps); batches "
+                    f"{self.random_fraction:.3f} real tokens, grouping could reach {self.exact_fraction:.3f}")
         if self.tolerance is None:
             return (f"kept random order: its batches are already {self.random_fraction:.3f} real tokens and grouping "
-                    f"could reach {self.exact_fraction:.3f}, too little to pay for batches that correlate with what "
-                    f"fixes a record's length (see --length_grouping_min_gain)")
+                    f"could reach {self.exact_fraction:.3f}{sample}, too little to pay for batches that correlate "
+                    f"with what fixes a record's length (see --length_grouping_min_gain)")
         how = "exact lengths" if self.tolerance == 0 else f"{self.tolerance:.0%} length buckets"
         return (f"{how}: batches {self.fraction:.3f} real tokens vs {self.random_fraction:.3f} in random order "
                 f"(about {self.fraction / self.random_fraction:.2f}x fewer tokens per epoch)")
 
 
 def plan_length_grouping(lengths: Sequence[int], batch_size: int, *, num_replicas: int = 1, seed: int = 0,
-                         target: float = 0.95, min_gain: float = 1.1, epochs: int = 2) -> GroupingPlan:
+                         target: float = 0.95, min_gain: float = 1.1, epochs: int = 2,
+                         min_batches: int = 0) -> GroupingPlan:
     """Choose how to group: the most random order that still removes the padding worth removing.
 
     Grouping has a price besides speed: a batch of records of one length is often a batch of one *kind* of record
     (one question phrasing, one answer length), and such batches train worse (on the shapes data exact sorting left
     held-out accuracy at chance where random batches reached 0.63-0.74; benchmarks/RESULTS.md). So:
 
+    0. with fewer than ``min_batches`` global batches of records (``--train_sampling_strategy auto`` passes
+       ``MIN_GROUPING_BATCHES``), keep random order;
     1. if even exact sorting would make batches at most ``min_gain`` times denser than random order (near-uniform
        lengths: shapes is 0.948 random vs 0.999 sorted), keep random order;
     2. else use the widest bucket of ``GROUPING_TOLERANCES`` whose batches reach ``target`` real tokens, or exact
@@ -357,8 +405,10 @@ def plan_length_grouping(lengths: Sequence[int], batch_size: int, *, num_replica
     random_fraction = float(np.mean([estimated_real_token_fraction(lengths, rng.permutation(len(lengths)), batch_size)
                                      for _ in range(epochs)]))
     exact = grouped(0.0)
+    if len(lengths) < min_batches * batch_size * num_replicas:
+        return GroupingPlan(None, random_fraction, random_fraction, exact, reason="too few records")
     if exact < min_gain * random_fraction:
-        return GroupingPlan(None, random_fraction, random_fraction, exact)
+        return GroupingPlan(None, random_fraction, random_fraction, exact, reason="near-uniform lengths")
     for tolerance in GROUPING_TOLERANCES[:-1]:
         fraction = grouped(tolerance)
         if fraction >= target:
@@ -366,22 +416,30 @@ def plan_length_grouping(lengths: Sequence[int], batch_size: int, *, num_replica
     return GroupingPlan(0.0, random_fraction, exact, exact)
 
 
+def length_sorted_order(lengths: Sequence[int]) -> list[int]:
+    """Indices longest first, ties in record order: evaluation batches of similar length (no training effect, so
+    exact sorting costs nothing there); the longest batch runs first, so a memory problem shows at once."""
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
+
+
 class LengthGroupedSampler(torch.utils.data.Sampler):
     """Indices in an order where consecutive batches hold records of similar length, still random.
 
     Per epoch: shuffle all indices; cut them into megabatches of ``megabatch_batches`` global batches (a global
     batch is ``batch_size * num_replicas`` indices: what all processes take in one step); sort each megabatch by
-    length *bucket*, longest first, and cut it into global batches; shuffle the order of the global batches, then
+    a *noisy* length key, longest first, and cut it into global batches; shuffle the order of the global batches, then
     move the one holding the longest record to the front (a memory problem shows at the first step, not hours in).
     At most one global batch is short (the dataset's remainder); it stays last, so every other batch boundary falls
     where the DataLoader cuts.
 
-    Buckets, not exact lengths: lengths within ``tolerance`` (10%) of each other share a bucket, and records of one
-    bucket stay in random order. Sorting by exact length would put records whose *content* fixes their length
-    together (the same question phrasing with answers of the same token count: a batch of "What colour...? red"),
-    and such batches train badly: on the shapes data, exact sorting left held-out accuracy at chance where random
-    batches reached 0.74 (benchmarks/RESULTS.md). Buckets bound the padding (about ``tolerance`` at worst) while
-    keeping batches mixed.
+    Noisy keys, not exact lengths: each record's key is its log length plus fresh uniform noise of up to
+    ``log(1 + tolerance)`` per epoch, so records within ``tolerance`` (10%) of each other come in random order.
+    Sorting by exact length would put records whose *content* fixes their length together (the same question
+    phrasing with answers of the same token count: a batch of "What colour...? red"), and such batches train badly:
+    on the shapes data, exact sorting left held-out accuracy at chance where random batches reached 0.74
+    (benchmarks/RESULTS.md). Fixed length buckets (the first version) did the same at every bucket edge that fell
+    inside a cluster of near-equal lengths. The noise bounds the padding (about ``tolerance``) while keeping
+    batches mixed (``tests/test_auto_grouping.py``).
 
     The order depends only on ``seed`` and the epoch (``set_epoch``, which Accelerate's data loader calls), so
     every process computes the same one; Accelerate then deals the batches to the processes in turn.
@@ -391,7 +449,7 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         batch_size: the per-process batch size.
         num_replicas: number of processes (data-parallel world size).
         megabatch_batches: global batches per sorted chunk: larger groups more tightly, smaller is more random.
-        tolerance: relative width of a length bucket (0 sorts by exact length).
+        tolerance: relative width of the sort-key noise, the "bucket" (0 sorts by exact length).
         seed: base seed; the epoch is added.
     """
 
@@ -402,8 +460,8 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         if tolerance < 0:
             raise ValueError("tolerance must be >= 0.")
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.buckets = (np.floor(np.log(np.maximum(self.lengths, 1)) / np.log1p(tolerance)).astype(np.int64)
-                        if tolerance > 0 else self.lengths)
+        self.log_lengths = np.log(np.maximum(self.lengths, 1))
+        self.tolerance = tolerance
         self.batch_size = batch_size
         self.num_replicas = num_replicas
         self.megabatch_batches = megabatch_batches
@@ -423,10 +481,16 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         step = self.batch_size * self.num_replicas
         mega = step * self.megabatch_batches
         permutation = rng.permutation(n)
+        # Sort keys: log length plus fresh noise of up to log(1 + tolerance) each epoch. Records within ``tolerance``
+        # of each other land in random order, wherever their lengths sit; fixed bucket edges (the first version)
+        # split a cluster of near-equal lengths at an edge, so the records on each side (often one question
+        # phrasing each) were batched apart: 5.0 of 9 phrasings per shapes batch at 20% buckets vs 7.8 in random
+        # order (tests/test_auto_grouping.py).
+        keys = self.log_lengths + (rng.uniform(0, np.log1p(self.tolerance), n) if self.tolerance > 0 else 0)
         full, short = [], []
         for start in range(0, n, mega):
             chunk = permutation[start:start + mega]
-            chunk = chunk[np.argsort(-self.buckets[chunk], kind="stable")]  # stable: random order within a bucket
+            chunk = chunk[np.argsort(-keys[chunk], kind="stable")]  # stable: exact ties stay in random order
             for i in range(0, len(chunk), step):
                 (full if len(chunk[i:i + step]) == step else short).append(chunk[i:i + step])
         full = [full[i] for i in rng.permutation(len(full))]

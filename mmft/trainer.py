@@ -10,6 +10,7 @@ once and the answers are gathered to every process; only the main process writes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,16 @@ from .checkpoints import (
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
 from .config import metric_names
 from .hub import protect_hub_token, save_generation_config, write_model_card
-from .lengths import LengthGroupedSampler, plan_length_grouping, record_lengths
+from .lengths import (
+    AUTO_SAMPLE_RECORDS,
+    MIN_GROUPING_BATCHES,
+    LengthGroupedSampler,
+    length_sorted_order,
+    lengths_cached,
+    plan_length_grouping,
+    record_lengths,
+    sampled_lengths,
+)
 from .metrics import load_metric
 from .records import first_user_text, reference_answers
 
@@ -181,27 +191,54 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
 
     # ---- data loading: length-grouped sampling, padding-free batches ------------------------------------------
     def _get_train_sampler(self, train_dataset=None):
-        """With ``--group_by_length``: ``mmft.lengths.LengthGroupedSampler`` over the records' real token counts
-        (text plus image tokens, computed from image headers), instead of transformers' sampler, which would look
-        for an ``input_ids`` column that records do not have. ``plan_length_grouping`` picks the bucket width, or
-        random order where grouping would save little; the plan is logged and kept as ``length_grouping_plan``."""
+        """Under ``--train_sampling_strategy auto`` (the default) and ``group_by_length``:
+        ``mmft.lengths.LengthGroupedSampler`` over the records' real token counts (text plus image tokens, computed
+        from image headers) where ``plan_length_grouping`` finds padding worth removing, else random order.
+        transformers' own grouped sampler would look for an ``input_ids`` column that records do not have. The plan
+        is logged in one line, kept as ``length_grouping_plan`` and written to ``train_results.json``
+        (``train_length_grouping``, ``train_expected_real_token_fraction``).
+
+        ``auto`` differs from ``group_by_length`` in two ways: it keeps random order on fewer than
+        ``MIN_GROUPING_BATCHES`` steps of records, and on a large dataset it decides from a sample of
+        ``AUTO_SAMPLE_RECORDS`` lengths first, measuring every record only when the sample says to group."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         collator = getattr(self.data_collator, "collator", self.data_collator)  # unwrap a PaddingFreeCollator
-        if (self.args.train_sampling_strategy != "group_by_length" or dataset is None
-                or not hasattr(dataset, "__len__") or not hasattr(collator, "family")):
-            return super()._get_train_sampler(train_dataset)
-        lengths = self.train_lengths(dataset, collator)
+        strategy = self.args.train_sampling_strategy
+        measurable = dataset is not None and hasattr(dataset, "__len__") and hasattr(collator, "family")
+        if strategy not in ("auto", "group_by_length") or not measurable:
+            self.length_grouping_plan = None
+            return super()._get_train_sampler(train_dataset)  # "auto" there: transformers' RandomSampler
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        plan = plan_length_grouping(lengths, self._train_batch_size, num_replicas=self.args.world_size, seed=seed,
-                                    target=self.args.length_grouping_target,
-                                    min_gain=self.args.length_grouping_min_gain)
+        settings = dict(num_replicas=self.args.world_size, seed=seed, target=self.args.length_grouping_target,
+                        min_gain=self.args.length_grouping_min_gain,
+                        min_batches=MIN_GROUPING_BATCHES if strategy == "auto" else 0)
+        plan = None
+        if strategy == "auto" and len(dataset) > AUTO_SAMPLE_RECORDS and not lengths_cached(dataset, collator):
+            sample = plan_length_grouping(sampled_lengths(dataset, collator, AUTO_SAMPLE_RECORDS, seed),
+                                          self._train_batch_size, **settings)
+            if sample.tolerance is None:
+                plan = dataclasses.replace(sample, measured=AUTO_SAMPLE_RECORDS)
+        if plan is None:
+            lengths = self.train_lengths(dataset, collator)
+            plan = plan_length_grouping(lengths, self._train_batch_size, **settings)
         self.length_grouping_plan = plan
         if self.is_world_process_zero():
-            logger.info("Length grouping: %s.", plan.describe())
+            logger.info("Length grouping (--train_sampling_strategy %s): %s; expected real-token fraction %.3f.",
+                        strategy, plan.describe(), plan.fraction)
         if plan.tolerance is None:
             return torch.utils.data.RandomSampler(dataset)
         return LengthGroupedSampler(lengths, self._train_batch_size, num_replicas=self.args.world_size, seed=seed,
                                     tolerance=plan.tolerance)
+
+    def _length_grouping_metrics(self) -> dict:
+        """``train_length_grouping`` (``random``, ``exact``, ``buckets_0.05``, or the strategy when no length was
+        measured: ``random``, ``sequential``) and ``train_expected_real_token_fraction`` for train_results.json."""
+        plan = getattr(self, "length_grouping_plan", None)
+        if plan is None:
+            return {"train_length_grouping": self.args.train_sampling_strategy}
+        return {"train_length_grouping": plan.decision,
+                "train_expected_real_token_fraction": round(plan.fraction, 4),
+                "train_random_order_real_token_fraction": round(plan.random_fraction, 4)}
 
     def train_lengths(self, dataset, collator) -> list[int]:
         """Every record's token length, computed once (kept on the dataset); under several processes each measures
@@ -216,13 +253,27 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
         return own_generator(super()._get_dataloader(*args, **kwargs), self.args.seed)
 
     def _get_eval_sampler(self, eval_dataset):
-        """Evaluation keeps the records' order under ``--group_by_length`` too: transformers would length-group it with
-        its own sampler, which looks for an ``input_ids`` / ``pixel_values`` column that records do not have and fails
-        before the first evaluation batch."""
+        """Evaluation-loss batches in length order (longest first) under ``auto`` / ``group_by_length``: the mean loss
+        does not depend on the order, the padding does. transformers would length-group with its own sampler, which
+        looks for an ``input_ids`` / ``pixel_values`` column that records do not have and fails before the first
+        batch. Other strategies keep the records' order."""
+        order = self._eval_length_order(eval_dataset)
+        if order is not None:
+            return order
         if self.args.train_sampling_strategy == "group_by_length" and eval_dataset is not None \
                 and hasattr(eval_dataset, "__len__"):
             return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
         return super()._get_eval_sampler(eval_dataset)
+
+    def _eval_length_order(self, dataset) -> list[int] | None:
+        """Record positions longest first (``length_sorted_order``) when evaluation batches are length-sorted (the
+        training strategy is ``auto`` or ``group_by_length``); ``None`` to keep the records' order. Lengths are
+        measured as for training (text and image headers; cached on the dataset and on disk)."""
+        collator = getattr(self.data_collator, "collator", self.data_collator)
+        if (self.args.train_sampling_strategy not in ("auto", "group_by_length") or dataset is None
+                or not hasattr(dataset, "__len__") or not hasattr(collator, "family") or len(dataset) < 2):
+            return None
+        return length_sorted_order(record_lengths(dataset, collator, progress=False))
 
     def get_eval_dataloader(self, eval_dataset=None):
         """Evaluation-loss batches never get training augmentation: they use the collator's ``for_evaluation()``."""
@@ -404,6 +455,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
         output.metrics.update(self._throughput_and_memory(output.metrics))
+        output.metrics.update(self._length_grouping_metrics())
         if self.data_collator is not None and getattr(self.data_collator, "overlength_policy", None) == "drop":
             logger.warning(
                 "Dropped %d training samples longer than max_length=%s (overlength_policy=drop).",
@@ -473,12 +525,16 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
 
     @torch.inference_mode()
     def generate_answers(self, dataset) -> list[tuple[int, str]]:
-        """Generate an answer for every record of ``dataset``; returns ``(index, text)`` pairs, all processes."""
+        """Generate an answer for every record of ``dataset``; returns ``(index, text)`` pairs in record order, on all
+        processes (batches may run in length order: see ``_eval_length_order``)."""
+        # Length-sorted batches under auto / group_by_length (generation pays for the longest prompt of its batch,
+        # and runs until its longest answer ends); answers are matched back to records by index below.
         loader = DataLoader(
             _Indexed(dataset),
             batch_size=self.args.per_device_eval_batch_size,
             collate_fn=self._generation_collate,
             num_workers=self.args.dataloader_num_workers,
+            sampler=self._eval_length_order(dataset),
             shuffle=False,
             generator=torch.Generator().manual_seed(self.args.seed),  # see own_generator
         )

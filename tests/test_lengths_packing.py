@@ -104,13 +104,14 @@ def test_sampler_is_a_grouped_random_permutation_per_epoch():
 
 def test_sampler_keeps_records_of_nearly_equal_length_mixed():
     # Three kinds of record whose content fixes their length (50, 51, 52 tokens): sorting on exact lengths would make
-    # every batch one kind (it trained to chance on shapes); 10% buckets keep batches mixed at ~2% padding.
+    # every batch one kind (it trained to chance on shapes); 10% noisy sort keys keep batches mixed at ~2% padding
+    # (2.4 kinds per batch of 8; random order 2.9, exact sorting 1.1).
     lengths = [50 + i % 3 for i in range(480)]
     kinds_per_batch = {}
     for tolerance in (0.1, 0.0):
         order = list(LengthGroupedSampler(lengths, batch_size=8, tolerance=tolerance, seed=0))
         kinds_per_batch[tolerance] = np.mean([len({lengths[i] for i in order[j:j + 8]}) for j in range(0, 480, 8)])
-    assert kinds_per_batch[0.1] > 2.5 and kinds_per_batch[0.0] < 1.2, kinds_per_batch
+    assert kinds_per_batch[0.1] > 2.2 and kinds_per_batch[0.0] < 1.2, kinds_per_batch
 
 
 def test_plan_keeps_random_order_on_near_uniform_lengths():

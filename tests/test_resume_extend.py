@@ -79,7 +79,8 @@ def test_a_run_continued_to_more_steps_equals_an_uninterrupted_one(workers, meth
     state = json.loads((tmp_path / "resumed" / "trainer_state.json").read_text())
     assert state["global_step"] == TOTAL
     if grouping == "grouped":  # the length-grouped sampler really ran (not random order for lack of gain)
-        assert "Length grouping: exact lengths" in log or "Length grouping: buckets" in log
+        assert "Length grouping (--train_sampling_strategy group_by_length): " in log
+        assert "kept random order" not in log
     if method == "full":
         assert f"Loaded the model weights of {tmp_path / 'resumed' / f'checkpoint-{FIRST}'}" in log
     assert "Resuming from" in log and "learning-rate schedule" not in log  # constant: independent of the total
