@@ -542,11 +542,7 @@ class VLMCollator:
 
 
 def _resize_to_pixels(image, pixels: float):
-    """``image`` downscaled (aspect kept, LANCZOS) to about ``pixels`` pixels, never fewer; never upscaled."""
-    width, height = image.size
-    if pixels >= width * height:
-        return image
-    factor = math.sqrt(pixels / (width * height))
-    # Rounded up, so a size at the floor is never below it.
-    size = (min(width, max(1, math.ceil(width * factor))), min(height, max(1, math.ceil(height * factor))))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    """``image`` downscaled (aspect kept) to about ``pixels`` pixels, never fewer (rounded up, so a size at the
+    ``shrink_min_pixels`` floor is never below it); never upscaled."""
+    size = images_lib.fit_to_pixels(image.width, image.height, pixels, rounding="up")
+    return image if size == image.size else images_lib.resize(image, size)
