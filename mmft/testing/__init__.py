@@ -106,15 +106,15 @@ def _source_hash(*module_names: str) -> str:
 def tiny_model_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """The folder of the tiny model of family fixture ``name``, built once (atomically).
 
-    The cache key includes the source of the fixture module, its family module and the tokenizer builder, so
-    editing any of them never serves a stale model.
+    The cache key includes the source of the fixture module, its family module, the tokenizer builder and
+    ``fixture.py`` (``save_tiny_model``), so editing any of them never serves a stale model.
     """
     fixtures = tiny_fixtures()
     if name not in fixtures:
         raise ValueError(f"Unknown tiny model family {name!r}. Known: {', '.join(fixtures)}.")
     fixture = fixtures[name]
     root = Path(root) if root is not None else cache_dir() / "models"
-    sources = [fixture.module, f"{__name__}.tokenizer"]
+    sources = [fixture.module, f"{__name__}.tokenizer", f"{__name__}.fixture"]
     family_module = f"mmft.families.{fixture.module.rsplit('.', 1)[-1]}"
     if importlib.util.find_spec(family_module) is not None:  # fixtures may build from their family's template
         sources.append(family_module)

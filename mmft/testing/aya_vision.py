@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -49,13 +50,11 @@ CHAT_TEMPLATE = (
 
 
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         AyaVisionConfig,
         AyaVisionForConditionalGeneration,
         AyaVisionProcessor,
         Cohere2Config,
-        GenerationConfig,
         GotOcr2ImageProcessor,
         SiglipVisionConfig,
     )
@@ -128,18 +127,7 @@ def build(out_dir) -> None:
         vision_feature_layer=-1,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
-    model = AyaVisionForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(AyaVisionForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="aya-vision", build=build, end_of_turn="<|END_OF_TURN_TOKEN|>")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..families.idefics3 import CHAT_TEMPLATE  # the checkpoint's template (plus string content)
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The tile grid tokens the processor writes (it looks up rows/cols 1..6).
@@ -33,9 +34,7 @@ IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessor,
@@ -97,19 +96,11 @@ def build(out_dir) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = Idefics3ForConditionalGeneration(config)
     # Turns end with <end_of_utterance> (the chat template's), so generation must stop there as well as at EOS.
-    model.generation_config = GenerationConfig(
+    save_tiny_model(
+        Idefics3ForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer,
         eos_token_id=[ids("<end_of_utterance>"), tokenizer.eos_token_id],
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="idefics3", build=build, end_of_turn="<end_of_utterance>")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The InternVL3-hf chat template (ChatML), video entries kept for fidelity.
@@ -48,9 +49,7 @@ IMAGE_SEQ_LENGTH = int((TILE // PATCH) ** 2 * DOWNSAMPLE**2)  # 4 tokens per til
 
 
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         GotOcr2ImageProcessor,
         InternVLConfig,
         InternVLForConditionalGeneration,
@@ -124,17 +123,9 @@ def build(out_dir) -> None:
         downsample_ratio=DOWNSAMPLE,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = InternVLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
+    save_tiny_model(
+        InternVLForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer, bos_token_id=None,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="internvl", build=build, end_of_turn="<|im_end|>")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -52,9 +53,7 @@ CHAT_TEMPLATE = (
 
 
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessor,
@@ -122,17 +121,9 @@ def build(out_dir) -> None:
         vision_aspect_ratio="anyres_max_9",
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = LlavaOnevisionForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
+    save_tiny_model(
+        LlavaOnevisionForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer, bos_token_id=None,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="llava-onevision", build=build, end_of_turn="<|im_end|>")

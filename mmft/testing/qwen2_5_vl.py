@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The chat template of Qwen/Qwen2.5-VL-*-Instruct (chat_template.json; the same as Qwen2-VL's), verbatim apart from
@@ -71,9 +72,7 @@ VISION_WIDTH = 32
 
 
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -135,19 +134,11 @@ def build(out_dir) -> None:
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration(config)
     # As Qwen2.5-VL-Instruct's generation_config.json: stop at <|im_end|> or <|endoftext|>, pad with <|endoftext|>.
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")],
-        pad_token_id=ids("<|endoftext|>"),
-        bos_token_id=None,
-        do_sample=False,
-        max_new_tokens=32,
+    save_tiny_model(
+        Qwen2_5_VLForConditionalGeneration, config, processor, out_dir,
+        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")], pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="qwen2-5-vl", build=build, end_of_turn="<|im_end|>")

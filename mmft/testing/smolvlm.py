@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 # processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's), plus `content is string` support.
@@ -48,9 +49,7 @@ IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         LlamaConfig,
         SmolVLMConfig,
         SmolVLMForConditionalGeneration,
@@ -123,18 +122,8 @@ def build(out_dir) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = SmolVLMForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,  # <end_of_utterance>: the template's end of turn
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    # The tokenizer's eos is <end_of_utterance>: the template's end of turn.
+    save_tiny_model(SmolVLMForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="smolvlm", build=build, end_of_turn="<end_of_utterance>")
