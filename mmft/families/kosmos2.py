@@ -32,15 +32,12 @@ from typing import Any
 
 import torch
 
-from . import Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, register
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{ ' ' + text if text else '' }}"
+    + MESSAGE_TEXT_TEMPLATE
+    + "{%- if message['role'] == 'user' -%}{{ ' ' + text if text else '' }}"
     "{%- elif message['role'] == 'assistant' -%}{{ ' ' + text }}{{ eos_token }}"
     "{%- else -%}{{ raise_exception('Kosmos-2 takes a prompt and an answer, got a ' + message['role'] + ' turn.') }}"
     "{%- endif -%}"

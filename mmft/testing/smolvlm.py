@@ -18,26 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..families.smolvlm import CHAT_TEMPLATE  # processing_smolvlm's DEFAULT_CHAT_TEMPLATE (plus string content)
 from . import TinyFixture
 from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
-
-# processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's), plus `content is string` support.
-CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}"
-    "{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}"
-    "{% elif line['type'] == 'video' %}{{ '<video>' }}{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<end_of_utterance>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
 
 ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
 SPECIAL_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>", "<video>", *ROW_COL_TOKENS]
