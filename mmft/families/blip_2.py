@@ -48,6 +48,8 @@ class Blip2Family(Family):
         return [str(processor.image_token)]  # an AddedToken on processors saved by older transformers
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 BLIP_2 = register(
     Blip2Family(
         name="blip-2",

@@ -37,6 +37,8 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
 )
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 FLORENCE2 = register(
     Family(
         name="florence2",

@@ -88,6 +88,8 @@ class FuyuFamily(Family):
         return batch
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 FUYU = register(
     FuyuFamily(
         name="fuyu",

@@ -65,6 +65,8 @@ class Kosmos2Family(Family):
         return batch
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 KOSMOS2 = register(
     Kosmos2Family(
         name="kosmos2",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -49,6 +49,8 @@ CHAT_TEMPLATE = (
 )
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         AyaVisionConfig,
@@ -100,12 +102,7 @@ def build(out_dir) -> None:
     )
     text_config = Cohere2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         layer_types=["sliding_attention", "full_attention"],
         sliding_window=512,
         pad_token_id=tokenizer.pad_token_id,

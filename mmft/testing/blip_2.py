@@ -20,6 +20,8 @@ IMAGE_SIZE = 32
 NUM_QUERY_TOKENS = 8
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Blip2Config,

@@ -34,6 +34,8 @@ SPECIAL_TOKENS = ["<s>", "</s>", "<racm3:break>", "<eoss>", "<reserved08706>",
                   *(image_code_token(code) for code in range(CODEBOOK))]
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         ChameleonConfig,

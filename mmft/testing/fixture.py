@@ -7,6 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# The tiny decoder most fixtures give their language model (a Llama/Qwen2/Cohere-style config's size fields): 2
+# layers of width 64, 4 heads sharing 2 KV heads (head_dim 16), 1024 positions.
+TINY_TEXT_MODEL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+}
+
 
 @dataclass(frozen=True)
 class TinyFixture:

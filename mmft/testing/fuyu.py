@@ -52,6 +52,8 @@ def fuyu_tokenizer():
                                    extra_special_tokens={}, model_max_length=4096, **names)
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import FuyuConfig, FuyuForCausalLM, FuyuImageProcessor, FuyuProcessor
 

@@ -69,6 +69,8 @@ SPECIAL_TOKENS = ["<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_
                   "<image_soft_token>"]
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Gemma3Config,

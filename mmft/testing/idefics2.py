@@ -25,6 +25,8 @@ PATCH = 8
 N_LATENTS = 4  # image tokens per image
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Idefics2Config,

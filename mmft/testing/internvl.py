@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The InternVL3-hf chat template (ChatML), video entries kept for fidelity.
@@ -48,6 +48,8 @@ DOWNSAMPLE = 0.5
 IMAGE_SEQ_LENGTH = int((TILE // PATCH) ** 2 * DOWNSAMPLE**2)  # 4 tokens per tile
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         GotOcr2ImageProcessor,
@@ -104,12 +106,7 @@ def build(out_dir) -> None:
     )
     text_config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,

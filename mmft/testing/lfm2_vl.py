@@ -51,6 +51,8 @@ DOWNSAMPLE = 2
 TILE = 16  # (16 / 4 / 2)^2 = 4 tokens per tile
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Lfm2Config,

@@ -38,6 +38,8 @@ class TinyLlavaSpec:
         return f"tiny-llava-{fields}"
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build_tiny_llava(out_dir, spec: TinyLlavaSpec = TinyLlavaSpec()) -> Path:
     """Build the tiny LLaVA (random weights) and its processor into ``out_dir``; return the path."""
     from transformers import (

@@ -90,6 +90,8 @@ SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_
                   "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"]
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         MllamaConfig,

@@ -104,6 +104,8 @@ HEAD_DIM = 16
 MROPE_SECTION = [4, 2, 2]  # sums to HEAD_DIM // 2
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Qwen3VLConfig,

@@ -21,6 +21,8 @@ LAYERS = 2
 MAX_TEXT_TOKENS = 16  # SigLIP pads every text to this length (the released models use 64)
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir: Path) -> None:
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..families.smolvlm import CHAT_TEMPLATE  # processing_smolvlm's DEFAULT_CHAT_TEMPLATE (plus string content)
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
@@ -32,6 +32,8 @@ SCALE_FACTOR = 4
 IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         LlamaConfig,
@@ -87,12 +89,7 @@ def build(out_dir) -> None:
     )
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
