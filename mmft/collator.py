@@ -39,6 +39,7 @@ from .augment import ImageAugmenter, PromptParaphraser, sample_rng
 from .badrecords import BAD_RECORD_POLICIES, BAD_RECORDS_KEY, BadRecordError
 from .errors import UsageError
 from .families import Family, family_for_processor
+from .imagetokens import counter_for
 from .records import prompt_and_answer
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ OVERLENGTH_POLICIES = ("error", "drop", "shrink")
 DEFAULT_SHRINK_MIN_PIXELS = 224 * 224
 SHRINK_PRECISION = 1.15  # stop the search when the kept scale is within 15% (of pixels) of one known not to fit
 MAX_SHRINK_PROBES = 8  # processor calls per shrunk sample besides the floor probe
+# The same search by arithmetic (ImageTokenCounter, no processor call) costs ~1 ms per new size, so it can afford to
+# go to within 2%: ~9 steps from a floor at 1/300 of the pixels.
+PREDICTED_SHRINK_PRECISION = 1.02
 
 KEEPALIVE_ID = "mmft-vision-keepalive"  # the unsupervised blank-image sample of ``keep_vision_active``
 NUM_DROPPED_KEY = "mmft_num_dropped"  # popped by VLMTrainer before the forward pass
@@ -201,6 +205,8 @@ class VLMCollator:
     on_bad_record: str | None = None
     _placeholder_ids: set[int] = field(init=False, repr=False)
     _epoch: torch.Tensor = field(init=False, repr=False)
+    # The shrink policy's ImageTokenCounter, built at the first shrink; False when the counts are not predictable.
+    _shrink_counter: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.mode not in ("train", "generate"):
@@ -449,8 +455,14 @@ class VLMCollator:
 
         All of the sample's images shrink together by one factor of their pixel count (aspect kept, never below
         ``shrink_min_pixels``; an image already smaller stays as it is), always from the loaded images, so
-        resampling never compounds. The sample is re-processed at each trial size, so the token count is the
-        processor's own, whatever the family's rule (dynamic resolution, anyres tiles, image splitting...):
+        resampling never compounds. The length the sample ends with is always the processor's own count of the
+        shrunk sample, whatever the family's rule (dynamic resolution, anyres tiles, image splitting...).
+
+        Where the processor's image token count is arithmetic (:class:`~mmft.imagetokens.ImageTokenCounter` with
+        the ``helper`` method: Qwen2-VL and other dynamic-resolution processors), the largest factor that fits is
+        found by that arithmetic (to within ``PREDICTED_SHRINK_PRECISION``), and one processor call on the shrunk
+        sample confirms it: one call per shrink instead of up to ``1 + MAX_SHRINK_PROBES``. When the arithmetic
+        says even the floor does not fit, or the confirming call disagrees, the search below runs, on real calls:
 
         1. one probe with every image at the floor. If that does not lower the token count, shrinking cannot help
            (a model with a fixed number of tokens per image, e.g. LLaVA 1.5 or PaliGemma; Idefics3/SmolVLM, whose
@@ -476,8 +488,14 @@ class VLMCollator:
         floor = self.shrink_min_pixels
         areas = [image.width * image.height for image in images]
 
+        def sizes_at(scale: float) -> list[tuple[int, int]]:
+            # Rounded up: a size at the floor is never below it.
+            return [images_lib.fit_to_pixels(image.width, image.height, max(min(area, floor), scale * area),
+                                             rounding="up") for image, area in zip(images, areas)]
+
         def resized(scale: float) -> list:
-            return [_resize_to_pixels(img, max(min(area, floor), scale * area)) for img, area in zip(images, areas)]
+            return [image if size == image.size else images_lib.resize(image, size)
+                    for image, size in zip(images, sizes_at(scale))]
 
         def measure(trial: list) -> int:
             return int(self.process([(text, trial, spans)])["attention_mask"].sum())
@@ -489,6 +507,25 @@ class VLMCollator:
                 f"its images ({', '.join(sizes)}) are already at or below --shrink_min_pixels={floor}. {advice}"
             )
         low = min(min(1.0, floor / area) for area in areas)  # every image at the floor (or its own size if smaller)
+        counter = self._predictable_token_counter()
+        if counter is not None:
+            text_tokens = length - sum(counter(image.width, image.height) for image in images)
+
+            def predicted(scale: float) -> int:
+                return text_tokens + sum(counter(width, height) for width, height in sizes_at(scale))
+
+            if predicted(low) <= budget:  # else the real probe at the floor below says why it cannot fit
+                fits, misses = low, 1.0
+                while misses / fits > PREDICTED_SHRINK_PRECISION:
+                    middle = math.sqrt(fits * misses)
+                    fits, misses = (middle, misses) if predicted(middle) <= budget else (fits, middle)
+                best = resized(fits)
+                best_length = measure(best)  # the processor's own count: the one the labels are built from
+                if best_length <= budget:
+                    self._log_shrink(record_id, sizes, best, areas, length, best_length)
+                    return (text, best, spans), best_length
+                logger.debug("Record %r: %d tokens predicted at the shrunk size, the processor made %d; searching "
+                             "by processor calls.", record_id, predicted(fits), best_length)
         best = resized(low)
         best_length = measure(best)
         floor_sizes = [f"{image.width}x{image.height}" for image in best]
@@ -518,12 +555,24 @@ class VLMCollator:
                 low, best, best_length = middle, trial, trial_length
             else:
                 high = middle
+        self._log_shrink(record_id, sizes, best, areas, length, best_length)
+        return (text, best, spans), best_length
+
+    def _log_shrink(self, record_id, sizes: list[str], best: list, areas: list[int], length: int, best_length: int):
         logger.debug(
             "Shrunk the images of record %r from %s to %s (%.0f%% of the pixels): %d -> %d tokens (max_length=%d).",
             record_id, ", ".join(sizes), ", ".join(f"{image.width}x{image.height}" for image in best),
-            100 * sum(image.width * image.height for image in best) / sum(areas), length, best_length, budget,
+            100 * sum(image.width * image.height for image in best) / sum(areas), length, best_length,
+            self.max_length,
         )
-        return (text, best, spans), best_length
+
+    def _predictable_token_counter(self):
+        """The processor's image token count as arithmetic (an ImageTokenCounter on its ``helper`` method, checked
+        against real calls when built), or None where counts need a processor call per size anyway."""
+        if self._shrink_counter is None:
+            counter = counter_for(self)
+            self._shrink_counter = counter if counter.method == "helper" else False
+        return self._shrink_counter or None
 
     @staticmethod
     def _vision_keepalive_record() -> dict:
@@ -539,14 +588,3 @@ class VLMCollator:
     def empty_batch(self) -> dict[str, torch.Tensor]:
         empty = torch.zeros((0, 0), dtype=torch.long)
         return {"input_ids": empty, "attention_mask": empty.clone()}
-
-
-def _resize_to_pixels(image, pixels: float):
-    """``image`` downscaled (aspect kept, LANCZOS) to about ``pixels`` pixels, never fewer; never upscaled."""
-    width, height = image.size
-    if pixels >= width * height:
-        return image
-    factor = math.sqrt(pixels / (width * height))
-    # Rounded up, so a size at the floor is never below it.
-    size = (min(width, max(1, math.ceil(width * factor))), min(height, max(1, math.ceil(height * factor))))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)

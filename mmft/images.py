@@ -39,7 +39,10 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import UsageError
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "check_image_file", "image_size", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "check_image_file", "fit_to_pixels", "image_size", "load_image",
+    "resize",
+]
 
 # Decompression-bomb cap: 64 megapixels (e.g. 8000x8000). That is above what real training images are (phone and
 # most camera photos are 12-50 MP, and every VLM processor downsizes to ~0.2-4 MP anyway) yet bounds the worst case
@@ -540,7 +543,7 @@ def _finish(
     if max_pixels is not None and width * height > max_pixels:
         # Target computed in the stored orientation; max_pixels and the aspect ratio are symmetric under the
         # 90-degree turns of EXIF orientations 5-8, so we swap it afterwards if needed.
-        target = _fit_size(width, height, max_pixels)
+        target = fit_to_pixels(width, height, max_pixels)
         if owned and img.format == "JPEG" and isinstance(img, ImageFile.ImageFile) and not _is_loaded(img):
             # libjpeg can decode directly at 1/2, 1/4 or 1/8 scale (DCT scaling): far less work and memory than
             # decoding full size and resizing. draft() picks the largest reduction that stays >= target on both
@@ -560,9 +563,7 @@ def _finish(
         if orientation in _SWAPPING_ORIENTATIONS:
             target = (target[1], target[0])
         if rgb.size != target:
-            # LANCZOS for quality; reducing_gap first shrinks by an integer factor with a box filter, which is much
-            # faster on big reductions and visually indistinguishable at a gap of 3.
-            rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            rgb = resize(rgb, target)
     if rgb is img:  # defensive: a caller's PIL image must never be returned (and later mutated) as-is
         rgb = rgb.copy()
     return rgb
@@ -573,21 +574,42 @@ def _is_loaded(img: Image.Image) -> bool:
     return not getattr(img, "tile", None)
 
 
-def _fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """Largest (w, h) with w*h <= max_pixels and w/h ~= width/height; never larger than the input; sides >= 1."""
-    if width * height <= max_pixels:
+def fit_to_pixels(width: int, height: int, pixels: float, *, rounding: str = "down") -> tuple[int, int]:
+    """The size, aspect kept, of a ``width`` x ``height`` image scaled to about ``pixels`` pixels; never larger.
+
+    One computation, two roundings, because the two callers bound the pixel count from opposite sides:
+
+    - ``"down"`` (a cap: ``max_pixels``): the largest size with ``w * h <= pixels`` (sides rounded to nearest, then
+      floored if that overshoots; an extremely elongated image, one side clamped to 1 px, has its long side cut);
+    - ``"up"`` (a floor: the shrink policy's ``--shrink_min_pixels``): both sides rounded up, so ``w * h >= pixels``
+      and a size computed at the floor is never below it.
+
+    An image already at or under ``pixels`` keeps its size either way. Sides are >= 1.
+    """
+    if rounding not in ("down", "up"):
+        raise ValueError(f"fit_to_pixels: rounding is 'down' or 'up', not {rounding!r}")
+    if width * height <= pixels:
         return width, height
-    scale = math.sqrt(max_pixels / (width * height))
+    scale = math.sqrt(pixels / (width * height))
+    if rounding == "up":
+        return min(width, max(1, math.ceil(width * scale))), min(height, max(1, math.ceil(height * scale)))
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    if new_w * new_h > max_pixels:
+    if new_w * new_h > pixels:
         new_w, new_h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
     # Only extremely elongated images get here (a side clamped to 1 px): shorten the long side to fit the budget.
-    while new_w * new_h > max_pixels:
+    while new_w * new_h > pixels:
         if new_w >= new_h:
-            new_w = max(1, max_pixels // new_h)
+            new_w = max(1, int(pixels // new_h))
         else:
-            new_h = max(1, max_pixels // new_w)
+            new_h = max(1, int(pixels // new_w))
     return min(new_w, width), min(new_h, height)
+
+
+def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resampled to ``size`` the way mmft always downscales (a new image)."""
+    # LANCZOS for quality; reducing_gap first shrinks by an integer factor with a box filter, which is much faster on
+    # big reductions and visually indistinguishable at a gap of 3.
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _exif_orientation(img: Image.Image, *, header_only: bool = False) -> int:

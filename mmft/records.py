@@ -131,6 +131,8 @@ class RecordError(UsageError):
 class _Fail:
     """Builds RecordErrors for one record, so conversion code only states the field, the problem and the fix."""
 
+    __slots__ = ("record_id", "source")  # one is made per record converted, 100,000 at start-up
+
     def __init__(self, record_id: str, source: str | None) -> None:
         self.record_id = record_id
         self.source = source
@@ -148,8 +150,9 @@ def _short(value: Any) -> str:
 
 
 def _record_id(raw: Any, index: int | None, source: str | None) -> str:
-    if isinstance(raw, Mapping) and raw.get("id") is not None and str(raw["id"]) != "":
-        return str(raw["id"])
+    record_id = raw.get("id") if type(raw) is dict or isinstance(raw, Mapping) else None
+    if record_id is not None and (record_id := str(record_id)) != "":
+        return record_id
     position = "?" if index is None else index
     return f"{source}:{position}" if source else f"#{position}"
 
@@ -332,18 +335,97 @@ def _check_image_ref(ref: Any, field: str, fail: _Fail) -> None:
         raise fail(field, "image dict has neither 'bytes' nor 'path'", "Give the image bytes or its path.")
 
 
+def _attach_images(
+    raw: Mapping,
+    messages: list[dict],
+    n_slots: int,
+    key: str,
+    fail: _Fail,
+    allow_text_only: bool,
+    inline_refs: list[tuple[str, Any]] = (),
+    check_user_turns: bool = True,
+) -> dict:
+    """The tail both conversion paths share: images to their slots, the per-turn checks that need them, the record.
+
+    ``messages`` have passed :func:`_check_structure` and hold ``n_slots`` image entries; ``inline_refs`` are the
+    image refs carried by typed content entries (HF chat form only). ``check_user_turns=False`` skips the empty
+    user turn check for a caller that let no blank user turn through (the fast path looks at every value anyway;
+    the check is ~10% of its time). Raises RecordError like the general path.
+    """
+    images, images_key = _top_level_images(raw, fail)
+    if not images and inline_refs:
+        # HF chat style {"type": "image", "image": ref}: the refs live in the content, in order.
+        for ref_field, ref in inline_refs:
+            _check_image_ref(ref, ref_field, fail)
+        images = [ref for _, ref in inline_refs]
+
+    if n_slots == 0 and images:
+        # LLaVA convention for data that omits "<image>": all images open the first user turn.
+        first_user = next(message for message in messages if message["role"] == "user")
+        first_user["content"][:0] = [{"type": "image"} for _ in images]
+    elif n_slots != len(images):
+        if n_slots > len(images):
+            problem = f"{n_slots} image placeholder(s) in the conversation but {len(images)} image(s) given"
+            hint = (
+                f"Give one image per {IMAGE_PLACEHOLDER!r} placeholder (in order), or remove the extra placeholders."
+            )
+        else:
+            problem = f"{len(images)} images given but only {n_slots} image placeholder(s) in the conversation"
+            hint = (
+                f"Add a {IMAGE_PLACEHOLDER!r} placeholder where each image belongs, or drop the extra images "
+                "(with no placeholder at all, the images are put at the start of the first user turn)."
+            )
+        raise fail(images_key, problem, hint)
+
+    if check_user_turns:  # only now: a user turn with neither text nor placeholder is fine if the images went in
+        _check_user_turns(messages, key, fail)
+
+    if not images and not allow_text_only:
+        raise fail(
+            images_key,
+            "the record has no images but this recipe needs at least one (allow_text_only=False)",
+            "Add the image, or filter text-only records out of this dataset.",
+        )
+
+    record: dict = {"id": fail.record_id, "images": images, "messages": messages}
+    references = _references(raw, fail)
+    if references is not None:
+        record["references"] = references
+    return record
+
+
+def _check_user_turns(messages: list[dict], key: str, fail: _Fail) -> None:
+    for position, message in enumerate(messages):
+        if message["role"] != "user":
+            continue
+        for entry in message["content"]:
+            if entry["type"] == "image" or entry["text"].strip():
+                break
+        else:
+            raise fail(
+                f"{key}[{position}]",
+                "empty user turn (no text and no image)",
+                "Fill in the question, or drop this turn together with its answer.",
+            )
+
+
 def _top_level_images(raw: Mapping, fail: _Fail) -> tuple[list, str]:
     """The record's ``image``/``images`` value as a list of refs, plus the key it came from (for messages)."""
-    present = [key for key in ("images", "image") if raw.get(key) is not None]
-    if len(present) == 2:
+    # Plain gets rather than a loop over the keys: this runs once per record, 100,000 times at start-up.
+    value, key = raw.get("images"), "images"
+    if value is None:
+        value, key = raw.get("image"), "image"
+        if value is None:
+            return [], "images"
+    elif raw.get("image") is not None:
         raise fail("images", "both 'image' and 'images' are given", "Keep only one of them ('images', a list).")
-    if not present:
-        return [], "images"
-    key = present[0]
-    value = raw[key]
+    # A path (a non-blank str) is the usual ref and needs no further check: tested first, inline.
+    if type(value) is str and value.strip():
+        return [value], key
     if isinstance(value, (list, tuple)):
         for j, ref in enumerate(value):
-            _check_image_ref(ref, f"{key}[{j}]", fail)
+            if type(ref) is not str or not ref.strip():
+                _check_image_ref(ref, f"{key}[{j}]", fail)
         return list(value), key
     # A single ref (str, bytes, PIL image, dict ...), the usual LLaVA single-image form.
     _check_image_ref(value, key, fail)
@@ -351,19 +433,21 @@ def _top_level_images(raw: Mapping, fail: _Fail) -> tuple[list, str]:
 
 
 def _references(raw: Mapping, fail: _Fail) -> list[str] | None:
-    present = [key for key in ("references", "answers") if raw.get(key) is not None]
-    if len(present) == 2:
+    value, key = raw.get("references"), "references"
+    if value is None:
+        value, key = raw.get("answers"), "answers"
+        if value is None:
+            return None
+    elif raw.get("answers") is not None:
         raise fail("references", "both 'references' and 'answers' are given", "Keep only one of them.")
-    if not present:
-        return None
-    key = present[0]
-    value = raw[key]
     hint = "Give a string or a list of strings (alternative acceptable answers for the last assistant turn)."
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):
         raise fail(key, f"value is {_short(value)}", hint)
     for j, answer in enumerate(value):
+        if type(answer) is str and answer.strip():  # the usual answer, first
+            continue
         if not isinstance(answer, str):
             raise fail(f"{key}[{j}]", f"reference answer is {_short(answer)}, not a string", hint)
         if not answer.strip():
@@ -378,13 +462,15 @@ _IMAGE_LEAD = IMAGE_PLACEHOLDER + "\n"
 
 
 def _fast_llava(raw: dict, index: int | None, source: str | None, allow_text_only: bool) -> dict | None:
-    """The common LLaVA record (plain JSON types, lower-case roles, string image paths) converted in one pass.
+    """The common LLaVA record's turns (plain JSON types, lower-case roles) converted and checked in one pass.
 
-    Returns exactly what the general path (:func:`_to_canonical_general`) returns, or None as soon as anything is
-    unusual (another shape, a value that may be invalid): that record then takes the general path, which makes
-    every check again and raises the error. So this path never raises a RecordError and rejects nothing on its own;
-    it only skips the general path's generality for well-formed records (100,000 of them: ~37 us each there, ~7 us
-    here; benchmarks/RESULTS.md, "Start-up"). tests/test_records_fast_path.py compares both on generated records.
+    Only the turns have a fast form here; images, references and the id go through :func:`_attach_images`, the
+    general path's own tail. Returns exactly what the general path (:func:`_to_canonical_general`) returns, or None
+    as soon as anything is unusual (another shape, a value that may be invalid): that record then takes the general
+    path, which makes every check again and raises the error. So this path never raises a RecordError and rejects
+    nothing on its own; it only skips the general path's generality for well-formed records (100,000 of them: ~37 us
+    each there, ~7 us here; benchmarks/RESULTS.md, "Start-up"). tests/test_records_fast_path.py compares both on
+    generated records.
     """
     turns = raw.get("conversations")
     if type(turns) is not list or not turns or raw.get("messages") is not None:
@@ -412,7 +498,7 @@ def _fast_llava(raw: dict, index: int | None, source: str | None, allow_text_onl
         if IMAGE_PLACEHOLDER not in value:
             if not value.strip():  # a blank user or assistant turn is an error (a blank system turn is not)
                 if role != "system":
-                    return None
+                    return None  # (a blank user turn is not when images go into it: the general path sorts that out)
                 content = [{"type": "text", "text": value}] if value else []
             else:
                 content = [{"type": "text", "text": value}]
@@ -432,49 +518,12 @@ def _fast_llava(raw: dict, index: int | None, source: str | None, allow_text_onl
         messages.append({"role": role, "content": content})
     if len(messages) == start or messages[-1]["role"] != "assistant":
         return None
-
-    images = raw.get("images")
-    image = raw.get("image")
-    if images is not None:
-        if image is not None or type(images) is not list:
-            return None
-        for ref in images:
-            if type(ref) is not str or not ref.strip():
-                return None
-        images = list(images)
-    elif image is not None:
-        if type(image) is not str or not image.strip():
-            return None
-        images = [image]
-    else:
-        images = []
-    if n_slots == 0 and images:
-        messages[start]["content"][:0] = [{"type": "image"} for _ in images]
-    elif n_slots != len(images):
-        return None
-    if not images and not allow_text_only:
-        return None
-
-    record_id = raw.get("id")
-    if record_id is None or (record_id := str(record_id)) == "":
-        record_id = _record_id(raw, index, source)
-    record = {"id": record_id, "images": images, "messages": messages}
-    references, answers = raw.get("references"), raw.get("answers")
-    if references is not None or answers is not None:
-        if references is not None and answers is not None:
-            return None
-        if references is None:
-            references = answers
-        if type(references) is str:
-            references = [references]
-        if type(references) is not list:
-            return None
-        for answer in references:
-            if type(answer) is not str or not answer.strip():
-                return None
-        if references:
-            record["references"] = list(references)
-    return record
+    try:
+        fail = _Fail(_record_id(raw, index, source), source)
+        return _attach_images(raw, messages, n_slots, "conversations", fail, allow_text_only,
+                              check_user_turns=False)  # no blank user turn came this far
+    except RecordError:
+        return None  # the general path reaches the same tail with the same messages and raises this error itself
 
 
 @contextlib.contextmanager
@@ -546,54 +595,8 @@ def _to_canonical_general(raw: Any, index: int | None, source: str | None, allow
     messages, inline_refs = _convert_turns(turns, key, fail)
     _check_structure(messages, key, fail)
 
-    images, images_key = _top_level_images(raw, fail)
-    if not images and inline_refs:
-        # HF chat style {"type": "image", "image": ref}: the refs live in the content, in order.
-        for ref_field, ref in inline_refs:
-            _check_image_ref(ref, ref_field, fail)
-        images = [ref for _, ref in inline_refs]
-
     n_slots = sum(entry["type"] == "image" for message in messages for entry in message["content"])
-    if n_slots == 0 and images:
-        # LLaVA convention for data that omits "<image>": all images open the first user turn.
-        first_user = next(message for message in messages if message["role"] == "user")
-        first_user["content"][:0] = [{"type": "image"} for _ in images]
-    elif n_slots != len(images):
-        if n_slots > len(images):
-            problem = f"{n_slots} image placeholder(s) in the conversation but {len(images)} image(s) given"
-            hint = (
-                f"Give one image per {IMAGE_PLACEHOLDER!r} placeholder (in order), or remove the extra placeholders."
-            )
-        else:
-            problem = f"{len(images)} images given but only {n_slots} image placeholder(s) in the conversation"
-            hint = (
-                f"Add a {IMAGE_PLACEHOLDER!r} placeholder where each image belongs, or drop the extra images "
-                "(with no placeholder at all, the images are put at the start of the first user turn)."
-            )
-        raise fail(images_key, problem, hint)
-
-    for position, message in enumerate(messages):
-        if message["role"] == "user" and not any(
-            entry["type"] == "image" or entry["text"].strip() for entry in message["content"]
-        ):
-            raise fail(
-                f"{key}[{position}]",
-                "empty user turn (no text and no image)",
-                "Fill in the question, or drop this turn together with its answer.",
-            )
-
-    if not images and not allow_text_only:
-        raise fail(
-            images_key,
-            "the record has no images but this recipe needs at least one (allow_text_only=False)",
-            "Add the image, or filter text-only records out of this dataset.",
-        )
-
-    record: dict = {"id": record_id, "images": images, "messages": messages}
-    references = _references(raw, fail)
-    if references is not None:
-        record["references"] = references
-    return record
+    return _attach_images(raw, messages, n_slots, key, fail, allow_text_only, inline_refs)
 
 
 def is_canonical(record: Any) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from mmft import images
-from mmft.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, image_size, load_image
+from mmft.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, fit_to_pixels, image_size, load_image
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -783,3 +783,21 @@ def test_image_size_matches_load_image(root: Path):
         name = f"o{orientation}.jpg"
         _save(_red_left_blue_right(30, 10), root / name, exif=_exif(orientation))
         assert image_size(name, root=root) == load_image(name, root=root).size
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1000, 7), (333, 999), (2, 5000), (1, 1)])
+@pytest.mark.parametrize("pixels", [1, 50, 1234.5, 30_000, 10**9])
+def test_fit_to_pixels_rounds_down_under_a_cap_and_up_over_a_floor(size, pixels):
+    width, height = size
+    down = fit_to_pixels(width, height, pixels)
+    up = fit_to_pixels(width, height, pixels, rounding="up")
+    for w, h in (down, up):  # never larger than the input, sides >= 1
+        assert 1 <= w <= width and 1 <= h <= height
+    if width * height <= pixels:
+        assert down == up == size
+        return
+    assert down[0] * down[1] <= max(pixels, 1)  # a cap is kept (1 px is the least an image can have)
+    assert up[0] * up[1] >= pixels  # a floor is kept
+    assert down[0] <= up[0] and down[1] <= up[1]
+    with pytest.raises(ValueError, match="rounding"):
+        fit_to_pixels(width, height, pixels, rounding="nearest")

@@ -141,6 +141,27 @@ def test_shrink_never_crosses_the_floor(qwen):
         VLMCollator(qwen, max_length=tight, overlength_policy="shrink", shrink_min_pixels=300 * 300)([big])
 
 
+def test_shrink_finds_the_size_by_arithmetic_and_confirms_it_with_one_processor_call(qwen):
+    big = _record("big-arith")
+    full = _length(VLMCollator(qwen), big)
+    collator = VLMCollator(qwen, max_length=full - 3, overlength_policy="shrink", shrink_min_pixels=32 * 32)
+    prepared = collator.prepare(big)
+    assert collator._predictable_token_counter().method == "helper"  # Qwen2-VL's count is arithmetic
+    calls = []
+    process = collator.process
+    collator.process = lambda prepared: calls.append(len(prepared)) or process(prepared)
+    (_, shrunk, _), length = collator.shrink_to_fit(big, prepared, full)
+    assert calls == [1] and length <= full - 3
+    assert length == full - _image_tokens(qwen, big["images"])[0] + _image_tokens(qwen, shrunk)[0]
+    # A count that is off (here: three tokens low below 64x64 pixels) is caught by the confirming call: the search by
+    # processor calls takes over and still fits.
+    counter = collator._predictable_token_counter()
+    collator._shrink_counter = lambda width, height: counter(width, height) - 3 * (width * height < 64 * 64)
+    calls.clear()
+    (_, shrunk, _), length = collator.shrink_to_fit(big, prepared, full)
+    assert len(calls) > 2 and length <= full - 3
+
+
 def test_shrink_with_a_fixed_token_family_errors_after_one_probe(tiny_processor):
     big = _record("llava-big", (400, 300))
     full = _length(VLMCollator(tiny_processor), big)

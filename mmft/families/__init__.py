@@ -190,6 +190,16 @@ def fold_to_prompt(messages: list[dict], family_name: str) -> list[dict]:
     return [{"role": "user", "content": content}, *tail]
 
 
+# The Jinja lines that set ``text`` to a message's text, whether its content is a string or typed entries (image
+# entries dropped: these processors place the image themselves): shared by the templates mmft writes for the
+# prompt-style families (BLIP-2, Florence-2, Fuyu, Kosmos-2), which only differ in how they lay the texts out.
+MESSAGE_TEXT_TEMPLATE = (
+    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
+    "{%- else -%}"
+    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
+    "{%- endif -%}"
+)
+
 REGISTRY: dict[str, Family] = {}  # model_type -> family
 BY_PROCESSOR: dict[str, Family] = {}  # processor class name -> family
 

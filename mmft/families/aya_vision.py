@@ -38,6 +38,8 @@ class AyaVisionFamily(Family):
             logger.info("Registered the image placeholder %r as a single token for label building.", token)
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 AYA_VISION = register(
     AyaVisionFamily(
         name="aya-vision",

@@ -29,16 +29,13 @@ Quirks, all handled here:
 
 from __future__ import annotations
 
-from . import Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, register
 
 CHAT_TEMPLATE = (
     "{%- set ns = namespace(prompt='') -%}"
     "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{ bos_token }}{{ text }}{%- set ns.prompt = text -%}"
+    + MESSAGE_TEXT_TEMPLATE
+    + "{%- if message['role'] == 'user' -%}{{ bos_token }}{{ text }}{%- set ns.prompt = text -%}"
     "{%- elif message['role'] == 'assistant' -%}{{ ' ' if ns.prompt else '' }}{{ text }}{{ eos_token }}"
     "{%- else -%}{{ raise_exception('BLIP-2 takes a prompt and an answer, got a ' + message['role'] + ' turn.') }}"
     "{%- endif -%}"
@@ -51,6 +48,8 @@ class Blip2Family(Family):
         return [str(processor.image_token)]  # an AddedToken on processors saved by older transformers
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 BLIP_2 = register(
     Blip2Family(
         name="blip-2",

@@ -52,6 +52,8 @@ class ChameleonFamily(Family):
         return {"return_for_text_completion": True}  # no chat-mode sep_token after each text
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 CHAMELEON = register(
     ChameleonFamily(
         name="chameleon",

@@ -25,21 +25,20 @@ Quirks, handled here and by the collator's ``encoder_decoder`` path:
 
 from __future__ import annotations
 
-from . import Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, register
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{ text }}"
+    + MESSAGE_TEXT_TEMPLATE
+    + "{%- if message['role'] == 'user' -%}{{ text }}"
     "{%- elif message['role'] == 'assistant' -%}{{ text }}{{ eos_token }}"
     "{%- else -%}{{ raise_exception('Florence-2 takes a prompt and an answer, got a ' + message['role'] + ' turn.') }}"
     "{%- endif -%}"
     "{%- endfor -%}"
 )
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 FLORENCE2 = register(
     Family(
         name="florence2",

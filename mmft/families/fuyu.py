@@ -40,17 +40,14 @@ from typing import Any
 
 import torch
 
-from . import Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, register
 
 BOUNDARY_OF_ANSWER = "<0x04>"  # transformers.models.fuyu.processing_fuyu.BEGINNING_OF_ANSWER_STRING
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{ text + '\\n' if text else '' }}"
+    + MESSAGE_TEXT_TEMPLATE
+    + "{%- if message['role'] == 'user' -%}{{ text + '\\n' if text else '' }}"
     "{%- elif message['role'] == 'assistant' -%}" + BOUNDARY_OF_ANSWER + "{{ text }}{{ eos_token }}"
     "{%- else -%}{{ raise_exception('Fuyu takes a prompt and an answer, got a ' + message['role'] + ' turn.') }}"
     "{%- endif -%}"
@@ -91,6 +88,8 @@ class FuyuFamily(Family):
         return batch
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 FUYU = register(
     FuyuFamily(
         name="fuyu",

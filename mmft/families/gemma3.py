@@ -24,6 +24,8 @@ class Gemma3Family(Family):
         return [getattr(processor, "boi_token", None) or processor.tokenizer.boi_token]
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 GEMMA3 = register(
     Gemma3Family(
         name="gemma3",

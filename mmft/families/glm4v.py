@@ -98,6 +98,8 @@ class Glm4vFamily(Family):
             processor.chat_template = GLM41V_TEMPLATE
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 GLM4V = register(
     Glm4vFamily(
         name="glm4v",

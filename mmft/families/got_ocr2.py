@@ -55,6 +55,8 @@ class GotOcr2Family(Family):
         return {"multi_page": True}  # one page per sample: the single-image layout, with images nested per sample
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 GOT_OCR2 = register(
     GotOcr2Family(
         name="got-ocr2",

@@ -64,6 +64,8 @@ class Idefics2Family(Family):
         return "".join(pieces), [(shifted(start), shifted(end)) for start, end in spans]
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 IDEFICS2 = register(
     Idefics2Family(
         name="idefics2",

@@ -23,6 +23,8 @@ from .idefics2 import CHAT_TEMPLATE as IDEFICS2_CHAT_TEMPLATE
 # Idefics3-8B-Llama3's template is Idefics2's after Llama 3's BOS (plus string content, as there).
 CHAT_TEMPLATE = "<|begin_of_text|>" + IDEFICS2_CHAT_TEMPLATE
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 IDEFICS3 = register(
     Family(
         name="idefics3",

@@ -38,6 +38,8 @@ class InstructBlipFamily(Blip2Family):
         return {"qformer_input_ids": encoded["input_ids"], "qformer_attention_mask": encoded["attention_mask"]}
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 INSTRUCTBLIP = register(
     InstructBlipFamily(
         name="instructblip",

@@ -19,6 +19,8 @@ loadable by ``AutoModelForImageTextToText`` without ``trust_remote_code``.
 
 from . import Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 INTERNVL = register(
     Family(
         name="internvl",

@@ -32,15 +32,12 @@ from typing import Any
 
 import torch
 
-from . import Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, register
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{ ' ' + text if text else '' }}"
+    + MESSAGE_TEXT_TEMPLATE
+    + "{%- if message['role'] == 'user' -%}{{ ' ' + text if text else '' }}"
     "{%- elif message['role'] == 'assistant' -%}{{ ' ' + text }}{{ eos_token }}"
     "{%- else -%}{{ raise_exception('Kosmos-2 takes a prompt and an answer, got a ' + message['role'] + ' turn.') }}"
     "{%- endif -%}"
@@ -68,6 +65,8 @@ class Kosmos2Family(Family):
         return batch
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 KOSMOS2 = register(
     Kosmos2Family(
         name="kosmos2",

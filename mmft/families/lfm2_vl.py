@@ -20,6 +20,8 @@ are added, and the collator refuses it (LabelAlignmentError) rather than mislabe
 
 from . import Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 LFM2_VL = register(
     Family(
         name="lfm2-vl",

@@ -59,6 +59,8 @@ class Llama4Family(Family):
         vision_model._mmft_casts_pixels = True
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 LLAMA4 = register(
     Llama4Family(
         name="llama4",

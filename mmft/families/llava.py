@@ -6,6 +6,8 @@ samples work, and the parts sit where the generic discovery would look.
 
 from . import Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 LLAVA = register(
     Family(
         name="llava",

@@ -12,6 +12,8 @@ frozen under LoRA like every base weight and is not part of ``freeze_projector=F
 
 from . import Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 LLAVA_NEXT = register(
     Family(
         name="llava-next",

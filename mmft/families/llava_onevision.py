@@ -12,6 +12,8 @@ is reported as "other" and stays frozen under LoRA (also with ``freeze_projector
 
 from . import Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 LLAVA_ONEVISION = register(
     Family(
         name="llava-onevision",

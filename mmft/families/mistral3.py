@@ -21,6 +21,8 @@ LLaVA family (found by model type); the processor hooks are the same either way.
 
 from . import Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 MISTRAL3 = register(
     Family(
         name="mistral3",

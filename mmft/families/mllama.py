@@ -49,6 +49,8 @@ class MllamaFamily(Family):
             )
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 MLLAMA = register(
     MllamaFamily(
         name="mllama",

@@ -103,6 +103,8 @@ class PaliGemmaFamily(Family):
                 )
 
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 PALIGEMMA = register(
     PaliGemmaFamily(
         name="paligemma",

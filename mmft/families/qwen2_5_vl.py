@@ -14,6 +14,8 @@ text-only samples work, also mixed in one batch.
 
 from . import MROPE_PADDING_FREE_REFUSAL, Family, register
 
+# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
+# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 QWEN2_5_VL = register(
     Family(
         name="qwen2-5-vl",

@@ -17,6 +17,7 @@ adding a family touches no shared file. Every fixture is a built-in model name: 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -103,10 +104,20 @@ def _source_hash(*module_names: str) -> str:
     return digest.hexdigest()[:12]
 
 
+def _relative_imports(module_name: str) -> list[str]:
+    """The modules ``module_name`` imports relatively (``from .qwen2_vl import CHAT_TEMPLATE``, ``from
+    ..families.idefics3 import ...``): what a fixture takes from a sibling is part of what it builds."""
+    tree = ast.parse(Path(importlib.util.find_spec(module_name).origin).read_text())
+    package = module_name.rpartition(".")[0]
+    return [importlib.util.resolve_name("." * node.level + node.module, package)
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level and node.module]
+
+
 def tiny_model_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """The folder of the tiny model of family fixture ``name``, built once (atomically).
 
-    The cache key includes the source of the fixture module, its family module and the tokenizer builder, so
+    The cache key includes the source of the fixture module, its family module, the tokenizer builder,
+    ``fixture.py`` (``save_tiny_model``) and the modules the fixture imports from (a sibling's chat template), so
     editing any of them never serves a stale model.
     """
     fixtures = tiny_fixtures()
@@ -114,11 +125,11 @@ def tiny_model_path(name: str, root: str | os.PathLike | None = None) -> Path:
         raise ValueError(f"Unknown tiny model family {name!r}. Known: {', '.join(fixtures)}.")
     fixture = fixtures[name]
     root = Path(root) if root is not None else cache_dir() / "models"
-    sources = [fixture.module, f"{__name__}.tokenizer"]
+    sources = [fixture.module, f"{__name__}.tokenizer", f"{__name__}.fixture", *_relative_imports(fixture.module)]
     family_module = f"mmft.families.{fixture.module.rsplit('.', 1)[-1]}"
     if importlib.util.find_spec(family_module) is not None:  # fixtures may build from their family's template
         sources.append(family_module)
-    key = _source_hash(*sources)
+    key = _source_hash(*dict.fromkeys(sources))
     return _build_atomically(root / f"tiny-{name}-{key}", fixture.build, "mmft_fixture_complete")
 
 

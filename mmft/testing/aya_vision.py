@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -48,14 +49,14 @@ CHAT_TEMPLATE = (
 )
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         AyaVisionConfig,
         AyaVisionForConditionalGeneration,
         AyaVisionProcessor,
         Cohere2Config,
-        GenerationConfig,
         GotOcr2ImageProcessor,
         SiglipVisionConfig,
     )
@@ -101,12 +102,7 @@ def build(out_dir) -> None:
     )
     text_config = Cohere2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         layer_types=["sliding_attention", "full_attention"],
         sliding_window=512,
         pad_token_id=tokenizer.pad_token_id,
@@ -128,18 +124,7 @@ def build(out_dir) -> None:
         vision_feature_layer=-1,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
-    model = AyaVisionForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(AyaVisionForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="aya-vision", build=build, end_of_turn="<|END_OF_TURN_TOKEN|>")

@@ -13,14 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
 NUM_QUERY_TOKENS = 8
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         Blip2Config,
         Blip2ForConditionalGeneration,
@@ -28,7 +30,6 @@ def build(out_dir) -> None:
         Blip2QFormerConfig,
         Blip2VisionConfig,
         BlipImageProcessor,
-        GenerationConfig,
         OPTConfig,
     )
 
@@ -53,15 +54,7 @@ def build(out_dir) -> None:
         text_config=text_config.to_dict(), num_query_tokens=NUM_QUERY_TOKENS,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
-    torch.manual_seed(0)
-    model = Blip2ForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(Blip2ForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="blip-2", build=build, end_of_turn="</s>")

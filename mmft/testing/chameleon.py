@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..families.chameleon import CHAT_TEMPLATE
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -33,14 +34,14 @@ SPECIAL_TOKENS = ["<s>", "</s>", "<racm3:break>", "<eoss>", "<reserved08706>",
                   *(image_code_token(code) for code in range(CODEBOOK))]
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         ChameleonConfig,
         ChameleonForConditionalGeneration,
         ChameleonImageProcessor,
         ChameleonProcessor,
-        GenerationConfig,
     )
     from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
 
@@ -72,15 +73,7 @@ def build(out_dir) -> None:
         eos_token_id=tokenizer.eos_token_id, vq_config=vq_config.to_dict(), vocabulary_map=tokenizer.get_vocab(),
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = ChameleonForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(ChameleonForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="chameleon", build=build, end_of_turn="</s>")

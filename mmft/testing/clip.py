@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .dual_encoders import DualEncoderFixture, contrastive_tokenizer
+from .fixture import save_tiny_model
 
 IMAGE_SIZE = 48  # the shapes images' size: no resize blur
 PATCH_SIZE = 8
@@ -19,11 +20,11 @@ LAYERS = 2
 MAX_TEXT_TOKENS = 32
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir: Path) -> None:
-    import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    torch.manual_seed(0)
     tokenizer = contrastive_tokenizer(model_max_length=MAX_TEXT_TOKENS)
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                                          crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
@@ -36,9 +37,7 @@ def build(out_dir: Path) -> None:
         vision_config=dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, **tower),
         projection_dim=HIDDEN,
     )
-    model = CLIPModel(config)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(CLIPModel, config, processor, out_dir, generation=False)
 
 
 DUAL_ENCODER = DualEncoderFixture(name="clip", build=build, module=__name__)

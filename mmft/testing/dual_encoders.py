@@ -74,5 +74,5 @@ def tiny_dual_encoder_path(name: str) -> Path:
     if name not in fixtures:
         raise ValueError(f"Unknown tiny dual encoder {name!r}. Known: {', '.join(dual_encoder_names())}.")
     fixture = fixtures[name]
-    key = _source_hash(fixture.module, "mmft.testing.tokenizer", __name__)
+    key = _source_hash(fixture.module, "mmft.testing.tokenizer", "mmft.testing.fixture", __name__)
     return _build_atomically(cache_dir() / "models" / f"tiny-{name}-{key}", fixture.build, "mmft_fixture_complete")

@@ -7,6 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# The tiny decoder most fixtures give their language model (a Llama/Qwen2/Cohere-style config's size fields): 2
+# layers of width 64, 4 heads sharing 2 KV heads (head_dim 16), 1024 positions.
+TINY_TEXT_MODEL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+}
+
 
 @dataclass(frozen=True)
 class TinyFixture:
@@ -24,3 +35,44 @@ class TinyFixture:
     build: Callable[[Path], None]
     end_of_turn: str
     module: str = ""
+
+
+def save_tiny_model(
+    model_class: type,
+    config,
+    processor,
+    out_dir: str | Path,
+    *,
+    tokenizer=None,
+    seed: int = 0,
+    init: Callable | None = None,
+    generation: bool = True,
+    **generation_config,
+):
+    """The end of every fixture's ``build``: a seeded random model of ``model_class``, saved with its processor.
+
+    ``init(model)`` (under ``torch.no_grad()``) re-initialises what a fresh model gets wrong for a minute of
+    training (a zero projector, closed gates); it runs before saving. Generative models get a greedy
+    ``GenerationConfig`` (``do_sample=False, max_new_tokens=32``) with ``bos/eos/pad_token_id`` from ``tokenizer``
+    when given, overridden by ``generation_config`` (a family's stop tokens; ``bos_token_id=None`` to leave it
+    out); ``generation=False`` (dual encoders) gives none. Returns the model.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    torch.manual_seed(seed)
+    model = model_class(config)
+    if init is not None:
+        with torch.no_grad():
+            init(model)
+    if generation:
+        ids = {}
+        if tokenizer is not None:
+            ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                   "pad_token_id": tokenizer.pad_token_id}
+        model.generation_config = GenerationConfig(**{**ids, **generation_config}, do_sample=False, max_new_tokens=32)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return model

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -51,9 +52,10 @@ def fuyu_tokenizer():
                                    extra_special_tokens={}, model_max_length=4096, **names)
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
-    from transformers import FuyuConfig, FuyuForCausalLM, FuyuImageProcessor, FuyuProcessor, GenerationConfig
+    from transformers import FuyuConfig, FuyuForCausalLM, FuyuImageProcessor, FuyuProcessor
 
     out_dir = Path(out_dir)
     tokenizer = fuyu_tokenizer()
@@ -71,15 +73,7 @@ def build(out_dir) -> None:
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3,
         image_token_id=tokenizer.convert_tokens_to_ids("|SPEAKER|"),
     )
-    torch.manual_seed(0)
-    model = FuyuForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(FuyuForCausalLM, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="fuyu", build=build, end_of_turn="|ENDOFTEXT|")

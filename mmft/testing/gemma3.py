@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 64
@@ -68,15 +69,15 @@ SPECIAL_TOKENS = ["<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_
                   "<image_soft_token>"]
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
         Gemma3ImageProcessor,
         Gemma3Processor,
         Gemma3TextConfig,
-        GenerationConfig,
         SiglipVisionConfig,
     )
 
@@ -140,24 +141,15 @@ def build(out_dir) -> None:
         eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
         image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
     )
-    torch.manual_seed(0)
-    model = Gemma3ForConditionalGeneration(config)
-    # The projector's input weight starts at zero (real checkpoints load trained values); with zero the image
-    # features are all zero and the projector gets no gradient through them. Give it a real random init.
-    with torch.no_grad():
+    def init(model):
+        # The projector's input weight starts at zero (real checkpoints load trained values); with zero the image
+        # features are all zero and the projector gets no gradient through them. Give it a real random init.
         model.model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.2)
+
     eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     # Like google/gemma-3-*-it: generation stops at <eos> or at <end_of_turn>, which closes every model turn.
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.eos_token_id, eot],
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(Gemma3ForConditionalGeneration, config, processor, out_dir, init=init, tokenizer=tokenizer,
+                    eos_token_id=[tokenizer.eos_token_id, eot])
 
 
 FIXTURE = TinyFixture(name="gemma3", build=build, end_of_turn="<end_of_turn>")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..families.glm4v import GLM41V_TEMPLATE
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The family's fixed GLM-4.1V template (the fixture renders exactly what mmft trains real checkpoints with).
@@ -41,10 +42,10 @@ MERGE = 2
 TEMPORAL = 2
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         Glm4vConfig,
         Glm4vForConditionalGeneration,
         Glm4vImageProcessor,
@@ -118,18 +119,12 @@ def build(out_dir) -> None:
         video_end_token_id=ids("<|end_of_video|>"),
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = Glm4vForConditionalGeneration(config)
     # As GLM-4.1V-9B-Thinking's generation config: stop on <|endoftext|>, <|user|> or <|observation|>.
-    model.generation_config = GenerationConfig(
+    save_tiny_model(
+        Glm4vForConditionalGeneration, config, processor, out_dir,
         eos_token_id=[ids("<|endoftext|>"), ids("<|user|>"), ids("<|observation|>")],
         pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="glm4v", build=build, end_of_turn="<|endoftext|>")

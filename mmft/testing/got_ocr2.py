@@ -16,16 +16,17 @@ from pathlib import Path
 
 from ..families.got_ocr2 import CHAT_TEMPLATE
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 SPECIAL_TOKENS = ["<img>", "</img>", "<imgpad>"]
 IMAGE_SIZE = 64
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         GotOcr2Config,
         GotOcr2ForConditionalGeneration,
         GotOcr2ImageProcessor,
@@ -59,15 +60,10 @@ def build(out_dir) -> None:
         vision_config=vision_config, text_config=text_config, image_token_index=ids("<imgpad>"),
         image_seq_length=processor.num_image_tokens, tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = GotOcr2ForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
+    save_tiny_model(
+        GotOcr2ForConditionalGeneration, config, processor, out_dir,
         eos_token_id=[tokenizer.eos_token_id, ids("<|endoftext|>")], pad_token_id=tokenizer.pad_token_id,
-        do_sample=False, max_new_tokens=32,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="got-ocr2", build=build, end_of_turn="<|im_end|>")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..families.idefics2 import CHAT_TEMPLATE
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<fake_token_around_image>", "<end_of_utterance>"]
@@ -24,10 +25,10 @@ PATCH = 8
 N_LATENTS = 4  # image tokens per image
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         Idefics2Config,
         Idefics2ForConditionalGeneration,
         Idefics2ImageProcessor,
@@ -73,16 +74,11 @@ def build(out_dir) -> None:
         vision_config=vision_config, perceiver_config=perceiver_config, text_config=text_config,
         image_token_id=ids("<image>"), pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = Idefics2ForConditionalGeneration(config)
     # Turns end with <end_of_utterance> (the chat template's), so generation must stop there as well as at EOS.
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids("<end_of_utterance>"), tokenizer.eos_token_id], bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
+    save_tiny_model(
+        Idefics2ForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer,
+        eos_token_id=[ids("<end_of_utterance>"), tokenizer.eos_token_id],
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="idefics2", build=build, end_of_turn="<end_of_utterance>")

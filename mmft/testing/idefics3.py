@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..families.idefics3 import CHAT_TEMPLATE  # the checkpoint's template (plus string content)
 from . import TinyFixture
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The tile grid tokens the processor writes (it looks up rows/cols 1..6).
@@ -32,10 +33,10 @@ SCALE_FACTOR = 2
 IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessor,
@@ -78,12 +79,7 @@ def build(out_dir) -> None:
     )
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -97,19 +93,11 @@ def build(out_dir) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = Idefics3ForConditionalGeneration(config)
     # Turns end with <end_of_utterance> (the chat template's), so generation must stop there as well as at EOS.
-    model.generation_config = GenerationConfig(
+    save_tiny_model(
+        Idefics3ForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer,
         eos_token_id=[ids("<end_of_utterance>"), tokenizer.eos_token_id],
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="idefics3", build=build, end_of_turn="<end_of_utterance>")

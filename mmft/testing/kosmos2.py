@@ -12,16 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import BASE_SPECIAL_TOKENS, train_tokenizer
 
 IMAGE_SIZE = 32
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         CLIPImageProcessor,
-        GenerationConfig,
         Kosmos2Config,
         Kosmos2ForConditionalGeneration,
         Kosmos2Processor,
@@ -45,15 +46,7 @@ def build(out_dir) -> None:
                      "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "layerdrop": 0.0},
         latent_query_num=64,
     )
-    torch.manual_seed(0)
-    model = Kosmos2ForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(Kosmos2ForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="kosmos2", build=build, end_of_turn="</s>")

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .fixture import TinyFixture
+from .fixture import TinyFixture, save_tiny_model
 from .tokenizer import CHATML_TEMPLATE, train_tokenizer
 
 
@@ -38,13 +38,13 @@ class TinyLlavaSpec:
         return f"tiny-llava-{fields}"
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build_tiny_llava(out_dir, spec: TinyLlavaSpec = TinyLlavaSpec()) -> Path:
     """Build the tiny LLaVA (random weights) and its processor into ``out_dir``; return the path."""
-    import torch
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        GenerationConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -97,22 +97,14 @@ def build_tiny_llava(out_dir, spec: TinyLlavaSpec = TinyLlavaSpec()) -> Path:
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
     )
-    torch.manual_seed(spec.seed)
-    model = LlavaForConditionalGeneration(config)
-    # CLIP initialises position embeddings with std 0.02 while a 16x16x3 patch embeds with a magnitude near 5:
-    # position is ~250x weaker than content, and a model trained from scratch for a minute cannot tell where
-    # things are. Pretrained CLIPs learned this over millions of steps; here we start position at content scale.
-    with torch.no_grad():
+    def init(model):
+        # CLIP initialises position embeddings with std 0.02 while a 16x16x3 patch embeds with a magnitude near 5:
+        # position is ~250x weaker than content, and a model trained from scratch for a minute cannot tell where
+        # things are. Pretrained CLIPs learned this over millions of steps; here we start position at content scale.
         model.model.vision_tower.embeddings.position_embedding.weight.normal_(std=spec.position_init_std)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+
+    save_tiny_model(LlavaForConditionalGeneration, config, processor, out_dir, seed=spec.seed, init=init,
+                    tokenizer=tokenizer, bos_token_id=None)
     (out_dir / "mmft_tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2))
     return out_dir
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -51,10 +52,10 @@ CHAT_TEMPLATE = (
 )
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessor,
@@ -100,12 +101,7 @@ def build(out_dir) -> None:
     )
     text_config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
@@ -122,17 +118,9 @@ def build(out_dir) -> None:
         vision_aspect_ratio="anyres_max_9",
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = LlavaOnevisionForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
+    save_tiny_model(
+        LlavaOnevisionForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer, bos_token_id=None,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="llava-onevision", build=build, end_of_turn="<|im_end|>")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 TILE_SIZE = 32
@@ -89,10 +90,10 @@ SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_
                   "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<|image|>"]
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         MllamaConfig,
         MllamaForConditionalGeneration,
         MllamaImageProcessor,
@@ -149,27 +150,18 @@ def build(out_dir) -> None:
         text_config=text_config,
         image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"),
     )
-    torch.manual_seed(0)
-    model = MllamaForConditionalGeneration(config)
-    # Cross-attention layers are tanh-gated and their gates start at 0, so a fresh model ignores the image and no
-    # gradient reaches the projector. The real checkpoints' gates are trained open; start these half open.
-    with torch.no_grad():
+    def init(model):
+        # Cross-attention layers are tanh-gated and their gates start at 0, so a fresh model ignores the image and
+        # no gradient reaches the projector. The real checkpoints' gates are trained open; start these half open.
         for layer in model.model.language_model.layers:
             if hasattr(layer, "cross_attn_attn_gate"):
                 layer.cross_attn_attn_gate.fill_(0.5)
                 layer.cross_attn_mlp_gate.fill_(0.5)
+
     ids = tokenizer.convert_tokens_to_ids
     # As in the Instruct checkpoint: generation stops at <|end_of_text|>, <|eom_id|> or <|eot_id|>.
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[ids("<|end_of_text|>"), ids("<|eom_id|>"), ids("<|eot_id|>")],
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(MllamaForConditionalGeneration, config, processor, out_dir, init=init, tokenizer=tokenizer,
+                    eos_token_id=[ids("<|end_of_text|>"), ids("<|eom_id|>"), ids("<|eot_id|>")])
 
 
 FIXTURE = TinyFixture(name="mllama", build=build, end_of_turn="<|eot_id|>")

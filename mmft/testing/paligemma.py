@@ -15,17 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
         Gemma2Config,
-        GenerationConfig,
         PaliGemmaConfig,
         PaliGemmaForConditionalGeneration,
         PaliGemmaProcessor,
@@ -83,18 +84,7 @@ def build(out_dir) -> None:
         projection_dim=hidden,
         hidden_size=hidden,
     )
-    torch.manual_seed(0)
-    model = PaliGemmaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_tiny_model(PaliGemmaForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="paligemma", build=build, end_of_turn="<eos>")

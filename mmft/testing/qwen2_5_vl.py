@@ -24,35 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
+from .fixture import save_tiny_model
+from .qwen2_vl import CHAT_TEMPLATE, SPECIAL_TOKENS  # Qwen2.5-VL-*-Instruct's chat template is Qwen2-VL's
 from .tokenizer import train_tokenizer
-
-# The chat template of Qwen/Qwen2.5-VL-*-Instruct (chat_template.json; the same as Qwen2-VL's), verbatim apart from
-# line breaks: ChatML turns, a default system prompt when there is none, <|vision_start|><|image_pad|><|vision_end|>
-# per image, the processor expanding <|image_pad|> into one token per merged 2x2 patch.
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 PATCH_SIZE = 8
 MERGE_SIZE = 2
@@ -70,10 +44,10 @@ MROPE_SECTION = [2, 3, 3]  # sums to HEAD_DIM // 2
 VISION_WIDTH = 32
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -135,19 +109,11 @@ def build(out_dir) -> None:
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = Qwen2_5_VLForConditionalGeneration(config)
     # As Qwen2.5-VL-Instruct's generation_config.json: stop at <|im_end|> or <|endoftext|>, pad with <|endoftext|>.
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")],
-        pad_token_id=ids("<|endoftext|>"),
-        bos_token_id=None,
-        do_sample=False,
-        max_new_tokens=32,
+    save_tiny_model(
+        Qwen2_5_VLForConditionalGeneration, config, processor, out_dir,
+        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")], pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 FIXTURE = TinyFixture(name="qwen2-5-vl", build=build, end_of_turn="<|im_end|>")

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from .dual_encoders import DualEncoderFixture, contrastive_tokenizer
+from .fixture import save_tiny_model
 
 IMAGE_SIZE = 48
 PATCH_SIZE = 8
@@ -20,11 +21,11 @@ LAYERS = 2
 MAX_TEXT_TOKENS = 16  # SigLIP pads every text to this length (the released models use 64)
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir: Path) -> None:
-    import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-    torch.manual_seed(0)
     tokenizer = contrastive_tokenizer(model_max_length=MAX_TEXT_TOKENS)
     image_processor = SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
@@ -35,12 +36,11 @@ def build(out_dir: Path) -> None:
                          pad_token_id=tokenizer.pad_token_id, **tower),
         vision_config=dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, **tower),
     )
-    model = SiglipModel(config)
-    with torch.no_grad():  # the paper's initialisation (t' = log 10, b = -10), which SiglipModel(config) leaves at 0
+    def init(model):  # the paper's initialisation (t' = log 10, b = -10), which SiglipModel(config) leaves at 0
         model.logit_scale.fill_(math.log(10.0))
         model.logit_bias.fill_(-10.0)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+
+    save_tiny_model(SiglipModel, config, processor, out_dir, init=init, generation=False)
 
 
 DUAL_ENCODER = DualEncoderFixture(name="siglip", build=build, module=__name__)

@@ -18,25 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..families.smolvlm import CHAT_TEMPLATE  # processing_smolvlm's DEFAULT_CHAT_TEMPLATE (plus string content)
 from . import TinyFixture
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
-
-# processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's), plus `content is string` support.
-CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}"
-    "{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}"
-    "{% elif line['type'] == 'video' %}{{ '<video>' }}{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "<end_of_utterance>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
 
 ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
 SPECIAL_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>", "<video>", *ROW_COL_TOKENS]
@@ -47,10 +32,10 @@ SCALE_FACTOR = 4
 IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
-    import torch
     from transformers import (
-        GenerationConfig,
         LlamaConfig,
         SmolVLMConfig,
         SmolVLMForConditionalGeneration,
@@ -104,12 +89,7 @@ def build(out_dir) -> None:
     )
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        **TINY_TEXT_MODEL,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -123,18 +103,8 @@ def build(out_dir) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
-    model = SmolVLMForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,  # <end_of_utterance>: the template's end of turn
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=32,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    # The tokenizer's eos is <end_of_utterance>: the template's end of turn.
+    save_tiny_model(SmolVLMForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 
 
 FIXTURE = TinyFixture(name="smolvlm", build=build, end_of_turn="<end_of_utterance>")

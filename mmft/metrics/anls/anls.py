@@ -94,6 +94,8 @@ def anls_sample(prediction: str, references: list[str], threshold: float = THRES
     return 0.0 if similarity < threshold else similarity
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Anls(evaluate.Metric):
     """Average Normalized Levenshtein Similarity (threshold 0.5), as scored by the DocVQA leaderboard."""

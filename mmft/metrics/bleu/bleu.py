@@ -65,6 +65,8 @@ def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
     return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Bleu(evaluate.Metric):
     """Corpus BLEU-4 (sacrebleu defaults), several references per prediction, score in [0, 1]."""

@@ -138,6 +138,8 @@ def cider_d_scores(predictions: list[str], references: list[list[str]]) -> list[
     return scores
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Cider(evaluate.Metric):
     """Corpus CIDEr-D with document frequencies from the scored references (coco-caption's Cider scorer)."""

@@ -53,6 +53,8 @@ def exact_match_sample(prediction: str, references: list[str]) -> float:
     return float(any(pred == normalize_exact_match(ref) for ref in references))
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ExactMatch(evaluate.Metric):
     """Normalised exact match with multiple acceptable references per sample."""

@@ -131,6 +131,8 @@ def mc_sample(prediction: str, references: list[str], options: list[str] | None 
     return 0.0
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class McAccuracy(evaluate.Metric):
     """Multiple-choice accuracy: answer letter ("B", "(B)", "Answer: B") or option text."""

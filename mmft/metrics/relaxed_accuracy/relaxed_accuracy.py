@@ -97,6 +97,8 @@ def relaxed_correct(prediction: str, target: str, max_relative_change: float = M
     return normalize_exact_match(prediction) == normalize_exact_match(target)
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RelaxedAccuracy(evaluate.Metric):
     """ChartQA relaxed accuracy: 5% relative tolerance for numbers, normalised exact match for everything else."""

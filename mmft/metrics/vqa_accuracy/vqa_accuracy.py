@@ -86,6 +86,8 @@ def vqa_sample_accuracy(prediction: str, references: list[str]) -> float:
     return sum(accs) / len(accs)
 
 
+# evaluate.load() runs each metric script on its own, so every script declares its Metric class, decorator and
+# _info itself; what they share is in mmft.metrics.info (text_metric_info).
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class VqaAccuracy(evaluate.Metric):
     """VQAv2 accuracy with the official answer normalisation and leave-one-out averaging."""
