@@ -147,6 +147,9 @@ def common_training_kwargs(args, out: Path, epochs: float) -> dict:
 MODEL = dict(model_name_or_path="mmft:tiny-llava", use_peft=False, freeze_vision_tower=False)
 
 
+GROUPING = {}  # the last mmft run's train_length_grouping (random, exact, buckets_<width>): what the planner chose
+
+
 def timed_train(trainer):
     """(wall s, CPU s of this process, model): CPU seconds (all threads) are the robust figure on a shared machine;
     both cover the whole ``train()`` call, sampler set-up included."""
@@ -168,7 +171,9 @@ def run_mmft(args, train, out: Path, epochs: float, group_by_length: bool | None
         kwargs["group_by_length"] = group_by_length
     training_args = VLMTrainingArguments(**kwargs)
     trainer = build_trainer(ModelArguments(**MODEL), DataArguments(max_length=1024), training_args, train)
-    return timed_train(trainer)
+    result = timed_train(trainer)
+    GROUPING["last"] = trainer._length_grouping_metrics()["train_length_grouping"]
+    return result
 
 
 def run_trl(args, train_hf, out: Path, epochs: float):
@@ -287,22 +292,26 @@ def main():
             contenders["mmft-random"] = lambda e, t=train: run_mmft(args, t, work / "o", e, group_by_length=False)
         times = {name: [] for name in contenders}
         cpu = {name: [] for name in contenders}
+        grouping = {name: "-" for name in contenders}
         for _ in range(args.repeats):  # 0: accuracy runs only
             for name, run in contenders.items():
+                GROUPING.pop("last", None)
                 wall, cpu_seconds, _ = run(1)
+                grouping[name] = GROUPING.get("last", "-")
                 times[name].append(wall)
                 cpu[name].append(cpu_seconds)
         if args.repeats:
             runs = json.dumps({k: [f"{w:.1f}/{c:.1f}" for w, c in zip(times[k], cpu[k])] for k in times})
             print(f"\n## {kind}: {len(train)} records, {tokens} real tokens, batch {args.batch_size}, "
                   f"{args.repeats} repeats (medians; every run as wall/CPU s: {runs})")
-            print(f"{'trainer':<14}{'samples/s':>11}{'tokens/s':>10}{'vs trl':>8}{'tokens/CPU-s':>14}{'vs trl':>8}")
+            print(f"{'trainer':<14}{'samples/s':>11}{'tokens/s':>10}{'vs trl':>8}{'tokens/CPU-s':>14}{'vs trl':>8}"
+                  "  grouping")
             wall_median = {name: statistics.median(t) for name, t in times.items()}
             cpu_median = {name: statistics.median(t) for name, t in cpu.items()}
             for name in contenders:
                 w, c = wall_median[name], cpu_median[name]
                 print(f"{name:<14}{len(train) / w:>11.2f}{tokens / w:>10.0f}{wall_median['trl'] / w:>8.2f}"
-                      f"{tokens / c:>14.0f}{cpu_median['trl'] / c:>8.2f}", flush=True)
+                      f"{tokens / c:>14.0f}{cpu_median['trl'] / c:>8.2f}  {grouping[name]}", flush=True)
         if args.accuracy_epochs:
             big = load_records(write(work / f"{kind}-accuracy", "train", args.accuracy_size))
             big_hf = trl_dataset([big[i] for i in range(len(big))])
