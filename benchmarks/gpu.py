@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import os
 import statistics
 import sys
@@ -141,10 +142,11 @@ def build(name: str, dry_run: bool):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
-    def make(attn_implementation: str | None):
+    def make(attn_implementation: str | None, on_meta: bool = False):
+        """The model; ``on_meta``: no memory or weights, for start-up checks that read only its type and config."""
         config._attn_implementation = attn_implementation or "sdpa"
         torch.manual_seed(0)
-        with torch.device(device):
+        with torch.device("meta" if on_meta else device):
             model = cls._from_config(config, dtype=dtype)
         return model
 
@@ -238,16 +240,17 @@ def skip_reason(variant: str, make, args) -> str | None:
         from mmft.liger import liger_available
 
         return None if liger_available() else "skipped: liger-kernel not installed (pip install -e '.[liger]')"
-    from mmft.packing import check_padding_free
+    from mmft.families import GENERIC, family_for
 
+    model = make(None, on_meta=True)  # the family is judged from the model's type: no memory, no weights
+    family = family_for(model)
+    refusal = "mmft has no family module for it" if family is GENERIC else family.padding_free_refusal
+    if refusal is not None:  # worded by the family's module, as --padding_free's start-up check words it
+        return f"skipped: mmft refuses padding-free for {model.config.model_type}: {refusal}"
     try:
         import flash_attn  # noqa: F401
     except ImportError:
         return "skipped: needs flash-attn (pip install flash-attn)"
-    try:
-        check_padding_free(make("flash_attention_2"), "cuda")
-    except Exception as error:  # the family's refusal (e.g. multimodal RoPE), worded by mmft
-        return f"skipped: {str(error).split('. ')[0]}"
     return None
 
 
@@ -395,6 +398,8 @@ def main():
                                                       dataset, sample_tokens, args, work / "out"))
                         except Exception as error:  # one failed row (OOM, an unsupported TRL path), not the table
                             results[which] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:150]}"
+                            del error
+                            gc.collect()  # an OOM's frames hold the model: free them before the next run
                             if torch.cuda.is_available():
                                 torch.cuda.empty_cache()
                 for which, runs in results.items():
