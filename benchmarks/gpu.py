@@ -4,7 +4,8 @@ No weights are downloaded: each model is built with random weights (bf16, on the
 written inline below (``Qwen/Qwen2.5-VL-3B-Instruct`` and ``llava-hf/llava-1.5-7b-hf``, ``config.json`` values). The
 processors are the tiny fixtures' (small tokenizers: ids stay valid in the large vocabularies) with the real image
 processors' settings, so the image token counts are the real models' (Qwen2.5-VL: one token per 28x28 px; LLaVA-1.5:
-576 per image). Each sample holds one ~1 MP JPEG (1155x866) and enough answer text to make it ~2,048 tokens.
+576 per image). Each sample holds one synthetic document page, a ~1 MP JPEG (866x1155 portrait, ``--image_size``;
+``--image_kind photo`` for a photo-like one), and enough answer text to make it ~2,048 tokens.
 
 Both trainers get the same model (rebuilt with the same seed, prepared by ``mmft.modeling``), the same batch,
 data-loader settings and steps; each run times the steps after ``--warmup`` steps. Rows, for each model:
@@ -30,7 +31,7 @@ Reported per run:
 - host time spent waiting for the next batch (an upper bound on GPU idle time waiting for data).
 
 ``--dry_run`` checks the whole code path on a CPU in well under a minute (CI runs it): the same architecture
-classes shrunk to 2 narrow layers and the tokenizer's vocabulary, ~256-token samples with a 224x168 image, batch 1,
+classes shrunk to 2 narrow layers and the tokenizer's vocabulary, ~256-token samples with a 168x224 page, batch 1,
 1 warm-up and 1 timed step, 1 repeat, no workers; CUDA-only variants print as skipped. Its figures only prove the
 path runs.
 
@@ -61,8 +62,8 @@ PEAK_BF16_DENSE_FLOPS = {"H100": H100_BF16_DENSE_FLOPS, "H200": H100_BF16_DENSE_
 MFU_FORMULA = ("MFU = (k * (2*N_lm + 2*L*d*s) * LM tokens [+ (2*N_vis + 4*L_v*d_v*s_v) * patches]) / seconds / peak; "
                "k = 3 for full fine-tuning (6*N per token: forward + backward + weight gradients), 2 for LoRA "
                "(frozen base: no weight gradients); the frozen vision tower runs forward only")
-DRY_RUN_DEFAULTS = dict(seq_len=256, steps=1, warmup=1, repeats=1, workers=0, batch_size=1, image_size=[224, 168])
-RUN_DEFAULTS = dict(seq_len=2048, steps=10, warmup=3, repeats=1, workers=4, batch_size=4, image_size=[1155, 866])
+DRY_RUN_DEFAULTS = dict(seq_len=256, steps=1, warmup=1, repeats=1, workers=0, batch_size=1, image_size=[168, 224])
+RUN_DEFAULTS = dict(seq_len=2048, steps=10, warmup=3, repeats=1, workers=4, batch_size=4, image_size=[866, 1155])
 
 
 def peak_flops() -> float:
@@ -153,35 +154,60 @@ def build(name: str, dry_run: bool):
     return make, processor, config
 
 
-def write_data(folder: Path, processor, collator_cls, size: int, target_tokens: int, image_size: tuple[int, int]):
+def write_document(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A scanned-page-like JPEG: lines of black words on off-white paper, with scanner noise (quality 90)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    page = Image.new("L", size, 245)
+    draw = ImageDraw.Draw(page)
+    line_height = max(8, height // 60)
+    margin = width // 12
+    for y in range(margin, height - margin, line_height):
+        x = margin
+        while x < width - margin:
+            word = "".join(chr(97 + c) for c in rng.integers(0, 26, rng.integers(2, 10)))
+            draw.text((x, y), word, fill=int(rng.integers(0, 60)))
+            x += 6 * len(word) + 6
+    pixels = np.asarray(page, dtype=np.int16) + rng.integers(-8, 9, (height, width))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB").save(path, quality=90)
+
+
+def write_data(folder: Path, processor, collator_cls, size: int, target_tokens: int, image_size: tuple[int, int],
+               image_kind: str = "document"):
     """``size`` records, each one ``image_size`` JPEG and a long answer making the sample ~``target_tokens`` tokens
     (at least the image's tokens and the prompt: LLaVA-1.5's 576 image tokens exceed a dry run's 256)."""
     from pipeline import write_photo
+
+    write_image = write_photo if image_kind == "photo" else write_document
 
     from mmft.lengths import record_lengths
     from mmft.sources import RecordDataset
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(4):
-        write_photo(folder / f"photo-{i}.jpg", tuple(image_size), seed=i)
+        write_image(folder / f"page-{i}.jpg", tuple(image_size), seed=i)
     collator = collator_cls(processor, max_length=None)
 
-    def records(words: int):
+    def records(words: int, count: int = size):
         answer = " ".join(f"word{i % 97}" for i in range(words))
-        rows = [{"id": f"s{i}", "image": f"photo-{i % 4}.jpg", "conversations": [
-            {"from": "human", "value": "<image>\nDescribe the picture in great detail."},
-            {"from": "gpt", "value": answer}]} for i in range(size)]
+        rows = [{"id": f"s{i}", "image": f"page-{i % 4}.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nTranscribe this page."},
+            {"from": "gpt", "value": answer}]} for i in range(count)]
         return RecordDataset(rows, source="gpu-bench", image_root=str(folder))
 
     words, low, high = 256, 1, 8 * target_tokens
+    # Every page has the same size, so every sample the same length: search on one record (each try processes its
+    # image; all ``size`` of them would cost ~13 tries x 52 1-MP images before the first step).
     while low < high:  # the most words that keep a sample within target_tokens
         words = (low + high + 1) // 2
-        if record_lengths(records(words), collator, progress=False)[0] <= target_tokens:
+        if record_lengths(records(words, 1), collator, progress=False)[0] <= target_tokens:
             low = words
         else:
             high = words - 1
-    dataset = records(low)
-    return dataset, record_lengths(dataset, collator, progress=False)[0]
+    return records(low), record_lengths(records(low, 1), collator, progress=False)[0]
 
 
 def flops_per_token(config, seq_len: int, patches: int, method: str = "lora") -> tuple[float, float]:
@@ -351,7 +377,9 @@ def main():
     parser.add_argument("--batch_size", type=int, help="Default 4 (dry run: 1).")
     parser.add_argument("--seq_len", type=int, help="Target tokens per sample. Default 2048 (dry run: 256).")
     parser.add_argument("--image_size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
-                        help="The JPEG in every sample. Default 1155 866, ~1 MP (dry run: 224 168).")
+                        help="The JPEG in every sample. Default 866 1155, ~1 MP (dry run: 168 224).")
+    parser.add_argument("--image_kind", choices=["document", "photo"], default="document",
+                        help="document: a page of text lines (default); photo: smooth colour fields and noise.")
     parser.add_argument("--steps", type=int, help="Timed steps (after the warm-up). Default 10 (dry run: 1).")
     parser.add_argument("--warmup", type=int, help="Untimed steps first (at least 1). Default 3 (dry run: 1).")
     parser.add_argument("--repeats", type=int, help="Interleaved repeats (medians). Default 1.")
@@ -383,7 +411,8 @@ def main():
     for name in args.models:
         make, processor, config = build(name, args.dry_run)
         size = args.batch_size * (args.warmup + args.steps)
-        dataset, sample_tokens = write_data(work / name, processor, VLMCollator, size, args.seq_len, args.image_size)
+        dataset, sample_tokens = write_data(work / name, processor, VLMCollator, size, args.seq_len, args.image_size,
+                                            args.image_kind)
         rows = []  # (method, variant, trainer, medians or a reason)
         for method in args.methods:
             for variant in args.variants:
@@ -409,8 +438,9 @@ def main():
                         rows.append((method, variant, which,
                                      {key: statistics.median(r[key] for r in runs) for key in runs[0]}))
         width, height = args.image_size
-        print(f"\n## {name}: batch {args.batch_size} x {sample_tokens} tokens (one {width}x{height} JPEG each), "
-              f"{args.steps} timed steps after {args.warmup}, {args.repeats} repeats (medians), attention "
+        print(f"\n## {name}: batch {args.batch_size} x {sample_tokens} tokens (one {width}x{height} "
+              f"{args.image_kind} JPEG each), {args.steps} timed steps after {args.warmup}, {args.repeats} repeats "
+              "(medians), attention "
               f"{args.attn_implementation} (padding_free: flash_attention_2), gradient checkpointing "
               f"{args.gradient_checkpointing}, {args.workers} workers; LoRA r=16 on the language model, full: "
               "language model + projector (vision tower frozen)")
