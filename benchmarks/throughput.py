@@ -8,15 +8,18 @@ turned off for it), initialised identically (same seed, same ``mmft.modeling`` p
 - ``mixed``: generated data like real sets: 1-3 images of different sizes and formats (PNG/JPEG, 48 to 160 px),
   half short questions (one-word answers), half descriptions (one to several sentences per image).
 
-Runs are interleaved (mmft, TRL, mmft, TRL, ...) so machine drift cancels; medians over ``--repeats``. tokens/s is
-the real (non-pad) tokens of the epoch (the same count for both: ``mmft.lengths.record_lengths``; TRL's own
-``num_tokens`` agrees) over the wall time of ``train()``; tokens/CPU-s divides by the CPU seconds this process spent
-instead, the figure to trust on a shared, contended machine (torch runs ``--threads`` threads, 1 by default, so CPU
-time is work, not spin-waiting). After the timed runs, each trainer trains ``--accuracy_epochs`` epochs once more and
-every model is scored by the same code (mmft's) on held-out one-word questions (generated answers' vqa_accuracy and
-teacher-forced answer loss) and, on the mixed data, on held-out descriptions (answer loss), so a speed-up is never
-bought with quality unseen. ``--init_from`` starts every trainer from a model that already answers shapes questions
-(the VQA demo's output): from random init the tiny model stays at chance on the mixed data in the time a CPU has.
+Contenders: ``mmft`` (``--group_by_length true``), ``trl``, ``mmft-default`` (no grouping flag: the
+``--train_sampling_strategy auto`` default decides, issue #16) and, on the mixed data, ``mmft-random``
+(``--group_by_length false``). Runs are interleaved (mmft, TRL, mmft, TRL, ...) so machine drift cancels; medians
+over ``--repeats``. tokens/s is the real (non-pad) tokens of the epoch (the same count for both:
+``mmft.lengths.record_lengths``; TRL's own ``num_tokens`` agrees) over the wall time of ``train()``; tokens/CPU-s
+divides by the CPU seconds this process spent instead, the figure to trust on a shared, contended machine (torch
+runs ``--threads`` threads, 1 by default, so CPU time is work, not spin-waiting). After the timed runs, each trainer
+trains ``--accuracy_epochs`` epochs once more and every model is scored by the same code (mmft's) on held-out
+one-word questions (generated answers' vqa_accuracy and teacher-forced answer loss) and, on the mixed data, on
+held-out descriptions (answer loss), so a speed-up is never bought with quality unseen. ``--init_from`` starts every
+trainer from a model that already answers shapes questions (the VQA demo's output): from random init the tiny model
+stays at chance on the mixed data in the time a CPU has.
 
     pip install -e '.[bench]'
     python benchmarks/throughput.py                        # both datasets, 3 repeats, accuracy after 6 epochs
@@ -144,6 +147,9 @@ def common_training_kwargs(args, out: Path, epochs: float) -> dict:
 MODEL = dict(model_name_or_path="mmft:tiny-llava", use_peft=False, freeze_vision_tower=False)
 
 
+GROUPING = {}  # the last mmft run's train_length_grouping (random, exact, buckets_<width>): what the planner chose
+
+
 def timed_train(trainer):
     """(wall s, CPU s of this process, model): CPU seconds (all threads) are the robust figure on a shared machine;
     both cover the whole ``train()`` call, sampler set-up included."""
@@ -152,17 +158,22 @@ def timed_train(trainer):
     return time.perf_counter() - wall, time.process_time() - cpu, trainer.model
 
 
-def run_mmft(args, train, out: Path, epochs: float, group_by_length: bool, accumulate: int = 1):
-    """``accumulate`` > 1 splits each step's batch into that many grouped micro-batches (same samples per step):
-    each micro-batch holds one length group, but a step mixes several."""
+def run_mmft(args, train, out: Path, epochs: float, group_by_length: bool | None, accumulate: int = 1):
+    """``group_by_length`` None passes no grouping flag at all: the default ``--train_sampling_strategy auto`` decides
+    (issue #16: what a user gets without flags). ``accumulate`` > 1 splits each step's batch into that many grouped
+    micro-batches (same samples per step): each micro-batch holds one length group, but a step mixes several."""
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
     from mmft.workflow import build_trainer
 
     kwargs = common_training_kwargs(args, out, epochs)
     kwargs.update(per_device_train_batch_size=args.batch_size // accumulate, gradient_accumulation_steps=accumulate)
-    training_args = VLMTrainingArguments(group_by_length=group_by_length, **kwargs)
+    if group_by_length is not None:
+        kwargs["group_by_length"] = group_by_length
+    training_args = VLMTrainingArguments(**kwargs)
     trainer = build_trainer(ModelArguments(**MODEL), DataArguments(max_length=1024), training_args, train)
-    return timed_train(trainer)
+    result = timed_train(trainer)
+    GROUPING["last"] = trainer._length_grouping_metrics()["train_length_grouping"]
+    return result
 
 
 def run_trl(args, train_hf, out: Path, epochs: float):
@@ -236,9 +247,10 @@ def main():
                              "demo's output (`python recipes/vqa.py --output_dir DIR`), a tiny LLaVA that already "
                              "answers shapes questions, so the mixed data is a fine-tuning task as in real use.")
     parser.add_argument("--accuracy_trainers", nargs="+", default=["mmft", "trl", "mmft-random"],
-                        choices=["mmft", "trl", "mmft-random", "mmft-accum2"],
+                        choices=["mmft", "trl", "mmft-random", "mmft-accum2", "mmft-default"],
                         help="Trainers of the accuracy runs; mmft-accum2: grouped, each step's batch split into 2 "
-                             "micro-batches (gradient accumulation), so a step mixes two length groups.")
+                             "micro-batches (gradient accumulation), so a step mixes two length groups; "
+                             "mmft-default: no grouping flag (the auto default decides).")
     args = parser.parse_args()
     logging.getLogger("mmft").setLevel(logging.WARNING)
     if args.init_from:
@@ -273,27 +285,33 @@ def main():
         train_hf = trl_dataset(records)
         tokens = sum(record_lengths(train, collator))
         contenders = {"mmft": lambda e, t=train: run_mmft(args, t, work / "o", e, group_by_length=True),
-                      "trl": lambda e, t=train_hf: run_trl(args, t, work / "o", e)}
+                      "trl": lambda e, t=train_hf: run_trl(args, t, work / "o", e),
+                      # no grouping flag: the `auto` default plans (issue #16, "fast by default")
+                      "mmft-default": lambda e, t=train: run_mmft(args, t, work / "o", e, group_by_length=None)}
         if kind == "mixed":
             contenders["mmft-random"] = lambda e, t=train: run_mmft(args, t, work / "o", e, group_by_length=False)
         times = {name: [] for name in contenders}
         cpu = {name: [] for name in contenders}
+        grouping = {name: "-" for name in contenders}
         for _ in range(args.repeats):  # 0: accuracy runs only
             for name, run in contenders.items():
+                GROUPING.pop("last", None)
                 wall, cpu_seconds, _ = run(1)
+                grouping[name] = GROUPING.get("last", "-")
                 times[name].append(wall)
                 cpu[name].append(cpu_seconds)
         if args.repeats:
             runs = json.dumps({k: [f"{w:.1f}/{c:.1f}" for w, c in zip(times[k], cpu[k])] for k in times})
             print(f"\n## {kind}: {len(train)} records, {tokens} real tokens, batch {args.batch_size}, "
                   f"{args.repeats} repeats (medians; every run as wall/CPU s: {runs})")
-            print(f"{'trainer':<14}{'samples/s':>11}{'tokens/s':>10}{'vs trl':>8}{'tokens/CPU-s':>14}{'vs trl':>8}")
+            print(f"{'trainer':<14}{'samples/s':>11}{'tokens/s':>10}{'vs trl':>8}{'tokens/CPU-s':>14}{'vs trl':>8}"
+                  "  grouping")
             wall_median = {name: statistics.median(t) for name, t in times.items()}
             cpu_median = {name: statistics.median(t) for name, t in cpu.items()}
             for name in contenders:
                 w, c = wall_median[name], cpu_median[name]
                 print(f"{name:<14}{len(train) / w:>11.2f}{tokens / w:>10.0f}{wall_median['trl'] / w:>8.2f}"
-                      f"{tokens / c:>14.0f}{cpu_median['trl'] / c:>8.2f}", flush=True)
+                      f"{tokens / c:>14.0f}{cpu_median['trl'] / c:>8.2f}  {grouping[name]}", flush=True)
         if args.accuracy_epochs:
             big = load_records(write(work / f"{kind}-accuracy", "train", args.accuracy_size))
             big_hf = trl_dataset([big[i] for i in range(len(big))])
@@ -303,7 +321,8 @@ def main():
                     wall, _, model = run_trl(args, big_hf, work / "o", args.accuracy_epochs)
                 else:
                     wall, _, model = run_mmft(args, big, work / "o", args.accuracy_epochs,
-                                              group_by_length=name != "mmft-random",
+                                              group_by_length={"mmft-random": False,
+                                                               "mmft-default": None}.get(name, True),
                                               accumulate=2 if name == "mmft-accum2" else 1)
                 scores[name] = score(model, evaluation, descriptions, work / "eval")
                 print(f"{name}: trained in {wall:.0f} s, vqa_accuracy {scores[name][0]:.3f}, answer loss "
