@@ -27,11 +27,11 @@ def main():
 
     from transformers import AutoProcessor
 
-    from mmft.collator import VLMCollator
-    from mmft.images import load_image
-    from mmft.shapes import write_split
-    from mmft.sources import load_records
+    from mmft.data.images import load_image
+    from mmft.data.shapes import write_split
+    from mmft.data.sources import load_records
     from mmft.testing import tiny_llava_path
+    from mmft.train.collator import VLMCollator
 
     work = Path(tempfile.mkdtemp(prefix="mmft-bench-"))
     processor = AutoProcessor.from_pretrained(tiny_llava_path(root=work / "models"))

@@ -26,7 +26,7 @@ def pairs(n: int, seed: int = 0):
 
     from PIL import Image
 
-    from mmft.records import to_canonical
+    from mmft.data.records import to_canonical
 
     rng = random.Random(seed)
     colours = ["red", "green", "blue", "yellow", "purple", "orange", "grey", "white"]

@@ -1,8 +1,8 @@
 """Peak memory of ``mmft data check`` on a small and a large LLaVA JSONL: the check must stream.
 
 Writes a 1,000-record and a 200,000-record LLaVA JSONL (1-3 turns each, records sharing a small set of image
-files, as real datasets share an image folder), runs ``python -m mmft.cli data check FILE --json`` on each in a
-subprocess, and reads the child's own peak RSS from ``os.wait4`` (``ru_maxrss``, so earlier children do not
+files, as real datasets share an image folder), runs ``python -m mmft.commands.cli data check FILE --json`` on each in
+a subprocess, and reads the child's own peak RSS from ``os.wait4`` (``ru_maxrss``, so earlier children do not
 count). Goal: the large file's peak within 100 MB of the small file's.
 
     python benchmarks/data_check_memory.py                      # 1,000 vs 200,000 records, no model
@@ -81,7 +81,8 @@ def main() -> None:
             path = root / f"llava-{n}.jsonl"
             if not path.exists():
                 write_jsonl(path, n, images)
-            command = [sys.executable, "-m", "mmft.cli", "data", "check", str(path), "--json", "--no_progress"]
+            command = [sys.executable, "-m", "mmft.commands.cli", "data", "check", str(path), "--json",
+                       "--no_progress"]
             if args.model:
                 command += ["--model", args.model]
             peak, wall, report = measure(command)

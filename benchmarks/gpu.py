@@ -7,7 +7,7 @@ processors' settings, so the image token counts are the real models' (Qwen2.5-VL
 576 per image). Each sample holds one synthetic document page, a ~1 MP JPEG (866x1155 portrait, ``--image_size``;
 ``--image_kind photo`` for a photo-like one), and enough answer text to make it ~2,048 tokens.
 
-Both trainers get the same model (rebuilt with the same seed, prepared by ``mmft.modeling``), the same batch,
+Both trainers get the same model (rebuilt with the same seed, prepared by ``mmft.train.modeling``), the same batch,
 data-loader settings and steps; each run times the steps after ``--warmup`` steps. Rows, for each model:
 
 - ``--methods``: ``lora`` (LoRA r=16 on the language model, base frozen) and ``full`` (full fine-tuning of the
@@ -183,8 +183,8 @@ def write_data(folder: Path, processor, collator_cls, size: int, target_tokens: 
 
     write_image = write_photo if image_kind == "photo" else write_document
 
-    from mmft.lengths import record_lengths
-    from mmft.sources import RecordDataset
+    from mmft.data.lengths import record_lengths
+    from mmft.data.sources import RecordDataset
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(4):
@@ -263,7 +263,7 @@ def skip_reason(variant: str, make, args) -> str | None:
     if not torch.cuda.is_available():
         return "skipped: needs CUDA"
     if variant == "liger":
-        from mmft.liger import liger_available
+        from mmft.train.liger import liger_available
 
         return None if liger_available() else "skipped: liger-kernel not installed (pip install -e '.[liger]')"
     from mmft.families import GENERIC, family_for
@@ -284,9 +284,9 @@ def run(name: str, which: str, method: str, variant: str, make, processor, confi
         args, out: Path) -> dict:
     from transformers import TrainerCallback
 
-    from mmft.collator import VLMCollator
     from mmft.config import ModelArguments, VLMTrainingArguments
-    from mmft.modeling import prepare_model_for_training
+    from mmft.train.collator import VLMCollator
+    from mmft.train.modeling import prepare_model_for_training
 
     attention = "flash_attention_2" if variant == "padding_free" else args.attn_implementation
     model_args = ModelArguments(model_name_or_path=name, use_peft=method == "lora", lora_r=16, lora_alpha=32,
@@ -309,7 +309,7 @@ def run(name: str, which: str, method: str, variant: str, make, processor, confi
 
     loaders = []
     if which == "mmft":
-        from mmft.trainer import VLMTrainer
+        from mmft.train.trainer import VLMTrainer
 
         class Trainer(VLMTrainer):
             def get_train_dataloader(self):
@@ -399,7 +399,7 @@ def main():
     import transformers
 
     transformers.logging.set_verbosity_error()
-    from mmft.collator import VLMCollator
+    from mmft.train.collator import VLMCollator
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (dry run)"
     print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {device}, torch {torch.__version__}, "

@@ -3,7 +3,7 @@
 Three ways to batch the same records (``throughput.write_mixed``: 1-3 images of different sizes, answers from one
 word to several sentences), each collated for real and measured from the batches' attention masks:
 
-- mmft with ``--group_by_length`` (``mmft.lengths.LengthGroupedSampler`` over ``record_lengths``) as the trainer
+- mmft with ``--group_by_length`` (``mmft.data.lengths.LengthGroupedSampler`` over ``record_lengths``) as the trainer
   plans it (``plan_length_grouping``: the widest length bucket whose batches reach 0.95 real tokens) and, for
   comparison, fixed 10% buckets and exact-length sorting (``tolerance`` 0);
 - mmft in random order (the default sampler);
@@ -47,11 +47,16 @@ def main():
     from throughput import MODEL, trl_dataset, write_mixed
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    from mmft.collator import VLMCollator
     from mmft.config import ModelArguments
-    from mmft.lengths import LengthGroupedSampler, estimated_real_token_fraction, plan_length_grouping, record_lengths
-    from mmft.modeling import load_processor
-    from mmft.sources import load_records
+    from mmft.data.lengths import (
+        LengthGroupedSampler,
+        estimated_real_token_fraction,
+        plan_length_grouping,
+        record_lengths,
+    )
+    from mmft.data.sources import load_records
+    from mmft.train.collator import VLMCollator
+    from mmft.train.modeling import load_processor
 
     work = Path(tempfile.mkdtemp(prefix="mmft-padding-"))
     train = load_records(write_mixed(work, "train", args.size))

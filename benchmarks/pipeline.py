@@ -1,6 +1,6 @@
 """Data pipeline: training-collator samples/s on one CPU core, on real-size JPEGs and real-size image processors.
 
-What a DataLoader worker does per sample: read and decode the JPEG (``mmft.images``; with ``max_pixels``, libjpeg
+What a DataLoader worker does per sample: read and decode the JPEG (``mmft.data.images``; with ``max_pixels``, libjpeg
 decodes at a reduced scale first), render and tokenise the conversation, run the processor (resize, normalise,
 patchify) and build the labels. Measured with one torch thread, as in a worker, for
 
@@ -86,8 +86,8 @@ def main():
     import transformers
 
     transformers.logging.set_verbosity_error()
-    from mmft.collator import VLMCollator
-    from mmft.sources import RecordDataset
+    from mmft.data.sources import RecordDataset
+    from mmft.train.collator import VLMCollator
 
     work = Path(tempfile.mkdtemp(prefix="mmft-pipeline-"))
     datasets = {}

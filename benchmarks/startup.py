@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def write_jsonl(folder: Path, size: int) -> Path:
-    from mmft.shapes import ANSWERS, QUESTIONS, generate_records
+    from mmft.data.shapes import ANSWERS, QUESTIONS, generate_records
 
     path = folder / f"records-{size}.jsonl"
     if path.exists():
@@ -54,7 +54,7 @@ def child(path: str, group_by_length: bool) -> None:
     from transformers import TrainerCallback
 
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 
     marks["imports"] = now()

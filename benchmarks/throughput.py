@@ -2,7 +2,7 @@
 
 Both train the same tiny LLaVA (``mmft:tiny-llava``, the demo's settings: full fine-tuning of the random model,
 lr 5e-4, batch 16, fp32, no gradient checkpointing: TRL's SFTConfig defaults to bf16 and checkpointing, which are
-turned off for it), initialised identically (same seed, same ``mmft.modeling`` preparation), for one epoch, on
+turned off for it), initialised identically (same seed, same ``mmft.train.modeling`` preparation), for one epoch, on
 
 - ``uniform``: the shapes demo data (one image, one-word answers: every sample about the same length);
 - ``mixed``: generated data like real sets: 1-3 images of different sizes and formats (PNG/JPEG, 48 to 160 px),
@@ -12,7 +12,7 @@ Contenders: ``mmft`` (``--group_by_length true``), ``trl``, ``mmft-default`` (no
 ``--train_sampling_strategy auto`` default decides, issue #16) and, on the mixed data, ``mmft-random``
 (``--group_by_length false``). Runs are interleaved (mmft, TRL, mmft, TRL, ...) so machine drift cancels; medians
 over ``--repeats``. tokens/s is the real (non-pad) tokens of the epoch (the same count for both:
-``mmft.lengths.record_lengths``; TRL's own ``num_tokens`` agrees) over the wall time of ``train()``; tokens/CPU-s
+``mmft.data.lengths.record_lengths``; TRL's own ``num_tokens`` agrees) over the wall time of ``train()``; tokens/CPU-s
 divides by the CPU seconds this process spent instead, the figure to trust on a shared, contended machine (torch
 runs ``--threads`` threads, 1 by default, so CPU time is work, not spin-waiting). After the timed runs, each trainer
 trains ``--accuracy_epochs`` epochs once more and every model is scored by the same code (mmft's) on held-out
@@ -75,12 +75,12 @@ def write_mixed(out_dir: str | os.PathLike, split: str, size: int, seed: int = 0
                 long_only: bool = False) -> Path:
     """Write ``<out_dir>/<split>.jsonl`` (LLaVA format) and its images; return the JSONL path.
 
-    Each record holds 1-3 shape images (``mmft.shapes.draw_shape``) letterboxed to one of ``SIZES``, saved as PNG or
-    JPEG. Half the records ask for the colour/shape/side of one image (a one-word answer); the other half ask for a
+    Each record holds 1-3 shape images (``mmft.data.shapes.draw_shape``) letterboxed to one of ``SIZES``, saved as PNG
+    or JPEG. Half the records ask for the colour/shape/side of one image (a one-word answer); the other half ask for a
     description: one sentence per image plus 0-3 filler sentences (up to ~80 words). ``short_only`` /
     ``long_only`` write only one kind (the held-out sets).
     """
-    from mmft.shapes import COLOURS, SHAPES, SIDE_PHRASES, SIDES, draw_shape
+    from mmft.data.shapes import COLOURS, SHAPES, SIDE_PHRASES, SIDES, draw_shape
 
     out = Path(out_dir) / split
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -181,7 +181,7 @@ def run_trl(args, train_hf, out: Path, epochs: float):
     from trl import SFTConfig, SFTTrainer
 
     from mmft.config import ModelArguments
-    from mmft.modeling import load_model, load_processor, prepare_model_for_training
+    from mmft.train.modeling import load_model, load_processor, prepare_model_for_training
 
     model_args = ModelArguments(**MODEL)
     set_seed(args.seed)  # as build_trainer does: same initial weights
@@ -202,11 +202,11 @@ def score(model, evaluation, descriptions, out: Path) -> tuple[float, float, flo
     """
     import torch
 
-    from mmft.collator import VLMCollator
     from mmft.config import ModelArguments
+    from mmft.evaluation.inference import build_inference_trainer
     from mmft.families import family_for
-    from mmft.inference import build_inference_trainer
-    from mmft.modeling import load_processor
+    from mmft.train.collator import VLMCollator
+    from mmft.train.modeling import load_processor
 
     processor = load_processor(ModelArguments(**MODEL))
     trainer = build_inference_trainer(model, processor, family_for(model), output_dir=str(out), batch_size=64,
@@ -261,12 +261,12 @@ def main():
     transformers.logging.set_verbosity_error()
     import trl
 
-    from mmft.collator import VLMCollator
     from mmft.config import ModelArguments
-    from mmft.lengths import record_lengths
-    from mmft.modeling import load_processor
-    from mmft.shapes import write_split
-    from mmft.sources import load_records
+    from mmft.data.lengths import record_lengths
+    from mmft.data.shapes import write_split
+    from mmft.data.sources import load_records
+    from mmft.train.collator import VLMCollator
+    from mmft.train.modeling import load_processor
 
     work = Path(tempfile.mkdtemp(prefix="mmft-throughput-"))
     print(f"# {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {platform.node()}, {os.cpu_count()} CPUs, "

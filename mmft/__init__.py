@@ -1,7 +1,8 @@
 """mmft: fine-tuning recipes for vision-language models (image + text -> text), built on Hugging Face.
 
-The data path: records (``mmft.records``) from sources (``mmft.sources``) become batches in the collator
-(``mmft.collator``); ``mmft.modeling`` decides what trains; ``mmft.trainer.VLMTrainer`` trains and evaluates by
+The data path: records (``mmft.data.records``) from sources (``mmft.data.sources``) become batches in the collator
+(``mmft.train.collator``); ``mmft.train.modeling`` decides what trains; ``mmft.train.trainer.VLMTrainer`` trains and
+evaluates by
 generation. ``mmft.workflow`` holds the pieces and ``mmft.recipe`` the story (``finetune`` runs it from Python);
 ``recipes/*.py`` run it from the command line.
 """
@@ -19,15 +20,15 @@ def __getattr__(name):
 
         return finetune
     if name == "load_records":
-        from .sources import load_records
+        from .data.sources import load_records
 
         return load_records
     if name == "VLMCollator":
-        from .collator import VLMCollator
+        from .train.collator import VLMCollator
 
         return VLMCollator
     if name == "VLMTrainer":
-        from .trainer import VLMTrainer
+        from .train.trainer import VLMTrainer
 
         return VLMTrainer
     if name in ("ModelArguments", "DataArguments", "VLMTrainingArguments"):

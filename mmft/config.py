@@ -20,8 +20,8 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .data.images import DEFAULT_MAX_IMAGE_PIXELS
 from .errors import MissingPathError, UsageError
-from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .metrics import DEFAULT_METRICS
 
 
@@ -294,7 +294,7 @@ class DataArguments:
                              f"old-task records, e.g. 0.2), got {self.replay_fraction}.")
 
     def column_overrides(self) -> dict[str, str | None]:
-        """The ``--column_*`` flags as ``{role: column}`` (``mmft.cards`` role names)."""
+        """The ``--column_*`` flags as ``{role: column}`` (``mmft.data.cards`` role names)."""
         return {"image": self.column_image, "id": self.column_id, "question": self.column_question,
                 "answers": self.column_answer, "captions": self.column_caption, "options": self.column_options,
                 "messages": self.column_messages}

@@ -27,9 +27,9 @@ from pathlib import Path
 from torch.utils.data import Subset
 from transformers import set_seed
 
-from .checkpoints import resolve_resume_checkpoint
 from .config import DataArguments, ModelArguments, VLMTrainingArguments, metric_names, parse_args
-from .continual import Retention, push_commit_message, push_deferred
+from .train.checkpoints import resolve_resume_checkpoint
+from .train.continual import Retention, push_commit_message, push_deferred
 from .workflow import build_trainer, load_datasets, setup_logging
 
 logger = logging.getLogger("mmft")

@@ -17,12 +17,15 @@ import sys
 import torch
 from transformers import set_seed
 
-from .augment import ImageAugmenter, PromptParaphraser
-from .badrecords import BadRecordLedger, check_policy, scan_dataset
-from .cards import default_metrics
-from .collator import VLMCollator
 from .config import DataArguments, ModelArguments, VLMTrainingArguments
-from .continual import (
+from .data.augment import ImageAugmenter, PromptParaphraser
+from .data.badrecords import BadRecordLedger, check_policy, scan_dataset
+from .data.cards import default_metrics
+from .data.sources import load_records, materialise
+from .errors import UsageError
+from .families import Family, check_records_fit_family, family_for
+from .train.collator import VLMCollator
+from .train.continual import (
     ReplayEpochCallback,
     ReplayMixture,
     describe_start,
@@ -30,12 +33,9 @@ from .continual import (
     mix_in_replay,
     resolve_starting_adapter,
 )
-from .errors import UsageError
-from .families import Family, check_records_fit_family, family_for
-from .liger import check_liger
-from .modeling import load_model, load_processor, log_parameter_report, prepare_model_for_training
-from .sources import load_records, materialise
-from .trainer import VLMTrainer
+from .train.liger import check_liger
+from .train.modeling import load_model, load_processor, log_parameter_report, prepare_model_for_training
+from .train.trainer import VLMTrainer
 
 logger = logging.getLogger("mmft")
 
@@ -57,7 +57,7 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None,
     """The training and evaluation record datasets (evaluation may be ``None``).
 
     Sources default to ``data_args.dataset_name`` / ``eval_dataset_name`` (built-in names, data cards, local files
-    and folders, Hub ids: see ``mmft.sources.load_records``); a notebook passes ``datasets`` objects or lists of
+    and folders, Hub ids: see ``mmft.data.sources.load_records``); a notebook passes ``datasets`` objects or lists of
     records instead. The ``--column_*`` flags and ``--prompt_template`` apply to both.
 
     With ``--streaming`` the training data is an ``IterableDataset`` (pass ``training_args`` to get the missing
@@ -93,7 +93,7 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None,
                                "memory.")
             evaluation = materialise(evaluation)
     scan_for_bad_records(train, evaluation, data_args, training_args)
-    if data_args.replay_dataset_name:  # old-task records rehearsed in every epoch (mmft.continual)
+    if data_args.replay_dataset_name:  # old-task records rehearsed in every epoch (mmft.train.continual)
         seed = 42 if training_args is None else (training_args.data_seed if training_args.data_seed is not None
                                                  else training_args.seed)
         scan = getattr(train, "bad_record_scan", None)
@@ -103,7 +103,8 @@ def load_datasets(data_args: DataArguments, train_source=None, eval_source=None,
 
 
 def scan_for_bad_records(train, evaluation, data_args: DataArguments, training_args=None) -> None:
-    """The start-up scan (``mmft.badrecords.scan_dataset``) of the training and evaluation records, before the model
+    """The start-up scan (``mmft.data.badrecords.scan_dataset``) of the training and evaluation records, before the
+    model
     loads: under ``--on_bad_record error`` every bad record is named, training and evaluation in one report; under
     ``drop`` they are left out (too many of them stop the run). What was found is kept on each dataset as
     ``bad_record_scan`` for the trainer's counts. Under several processes each process scans a share."""
@@ -116,7 +117,7 @@ def scan_for_bad_records(train, evaluation, data_args: DataArguments, training_a
         shard = dict(process_index=state.process_index, num_processes=state.num_processes, gather=gather_object)
     if data_args.on_bad_record == "error":
         # Collect both datasets' findings before raising: scan each with drop semantics held back, then report.
-        from .badrecords import BadRecordError
+        from .data.badrecords import BadRecordError
 
         problems = []
         for dataset, what in ((train, "training"), (evaluation, "evaluation")):
@@ -177,7 +178,7 @@ def resolve_metrics(training_args: VLMTrainingArguments, data_args: DataArgument
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: VLMTrainingArguments,
                   train_dataset=None, eval_dataset=None) -> VLMTrainer:
     """Load processor and model, decide what trains, and wire everything into a ``VLMTrainer``."""
-    # --adapter_name_or_path: the base model and revision come from the adapter (mmft.continual).
+    # --adapter_name_or_path: the base model and revision come from the adapter (mmft.train.continual).
     starting_adapter = resolve_starting_adapter(model_args, training_args)
     if model_args.model_name_or_path is None:
         raise UsageError("No model: pass --model_name_or_path (a Hub id, a local folder, or 'mmft:tiny-llava').")

@@ -13,7 +13,7 @@ import signal
 
 import mmft.recipe
 import mmft.workflow
-from mmft.trainer import VLMTrainer
+from mmft.train.trainer import VLMTrainer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("output_dir")

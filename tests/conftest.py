@@ -70,7 +70,7 @@ def tiny_processor(tiny_llava_dir):
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory):
     """Small shapes splits on disk (LLaVA JSONL + PNGs): {"train": path, "test": path}."""
-    from mmft.shapes import write_split
+    from mmft.data.shapes import write_split
 
     root = tmp_path_factory.mktemp("shapes")
     return {"train": write_split(root, "train", 64, turns=(1, 3)), "test": write_split(root, "test", 32)}

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from mmft.config import VLMTrainingArguments, parse_args
-from mmft.errors import UsageError
-from mmft.lengths import (
+from mmft.data.lengths import (
     MIN_GROUPING_BATCHES,
     LengthGroupedSampler,
     length_sorted_order,
     plan_length_grouping,
     record_lengths,
 )
+from mmft.errors import UsageError
 
 
 def _mixed_lengths(n, seed=0):
@@ -76,9 +76,9 @@ def test_grouping_never_batches_records_by_the_content_that_fixes_their_length(t
     random order does (within 20%: any grouping that removes padding puts longer phrasings together somewhat),
     while exact sorting (the failure) visibly does not."""
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
-    from mmft.collator import VLMCollator
-    from mmft.shapes import write_split
-    from mmft.sources import load_records
+    from mmft.data.shapes import write_split
+    from mmft.data.sources import load_records
+    from mmft.train.collator import VLMCollator
 
     train = load_records(write_split(tmp_path / "data", "train", 256))
     lengths = record_lengths(train, VLMCollator(tiny_processor), progress=False)
@@ -122,12 +122,12 @@ def _trainer(tiny_llava_dir, tmp_path, train, eval_dataset=None, **kwargs):
 def test_the_default_groups_mixed_data_and_writes_the_decision(tiny_llava_dir, shapes_dir, tmp_path, monkeypatch,
                                                                caplog):
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
 
     train = load_records(shapes_dir["train"])  # 64 records of 1-3 turns: 16 steps of 4, lengths vary
     trainer = _trainer(tiny_llava_dir, tmp_path, train, per_device_train_batch_size=4, max_steps=2)
     assert trainer.args.train_sampling_strategy == "auto"
-    with caplog.at_level("INFO", logger="mmft.trainer"):
+    with caplog.at_level("INFO", logger="mmft.train.trainer"):
         assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
     metrics = trainer.train().metrics
     plan = trainer.length_grouping_plan
@@ -147,8 +147,8 @@ def test_the_default_groups_mixed_data_and_writes_the_decision(tiny_llava_dir, s
 
 def test_evaluation_runs_in_length_order_and_reports_in_record_order(tiny_llava_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
-    from mmft.shapes import write_split
-    from mmft.sources import load_records
+    from mmft.data.shapes import write_split
+    from mmft.data.sources import load_records
 
     evaluation = load_records(write_split(tmp_path / "data", "validation", 12, turns=(1, 3)))
     train = load_records(write_split(tmp_path / "data", "train", 8))

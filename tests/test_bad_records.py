@@ -1,4 +1,5 @@
-"""Bad records in training (mmft.badrecords): the end-marker truncation check, the start-up scan over the bad-input
+"""Bad records in training (mmft.data.badrecords): the end-marker truncation check, the start-up scan over the
+bad-input
 corpus (tests/bad_corpus.py) under ``--on_bad_record drop`` and ``error``, images that break after start-up (dropped
 in the data loader, counted from its workers), the ``--max_bad_fraction`` stop, and messages without tracebacks."""
 
@@ -11,12 +12,12 @@ from bad_corpus import EXPECTED_BAD, GOOD_IDS, MAX_IMAGE_PIXELS, bad_ids, encode
 from PIL import Image, ImageFile
 
 from mmft import images
-from mmft.badrecords import BAD_RECORDS_KEY, BadRecordError, too_many
-from mmft.collator import VLMCollator
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.data.badrecords import BAD_RECORDS_KEY, BadRecordError, too_many
+from mmft.data.records import to_canonical
 from mmft.errors import format_usage_error, report_usage_errors
 from mmft.recipe import finetune
-from mmft.records import to_canonical
+from mmft.train.collator import VLMCollator
 from mmft.workflow import build_trainer, load_datasets
 
 
@@ -304,7 +305,7 @@ def test_flags_are_checked(tmp_path):
 
 
 def test_bytes_images_are_scanned_too(tmp_path):
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
     from mmft.workflow import scan_for_bad_records
 
     data = encoded(noisy_image(3), "PNG")

@@ -1,4 +1,4 @@
-"""Tests for data cards (mmft.cards), card / Hub-id / local loading and streaming (mmft.sources, finetune).
+"""Tests for data cards (mmft.data.cards), card / Hub-id / local loading and streaming (mmft.data.sources, finetune).
 
 Offline: every card is exercised on a local Parquet file built with exactly the card's features (Image columns hold
 small PNG bytes), served through a monkeypatched ``datasets.load_dataset`` that checks the Hub id, config, split,
@@ -17,12 +17,12 @@ import PIL.Image
 import pytest
 
 from mmft import cards
-from mmft.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.data.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
+from mmft.data.records import RecordError
+from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
 from mmft.errors import UsageError
 from mmft.metrics import available_metrics
-from mmft.records import RecordError
-from mmft.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
 from mmft.workflow import build_trainer, load_datasets
 
 
@@ -243,7 +243,7 @@ def test_training_and_mmft_eval_take_the_same_default_metrics(tmp_path, monkeypa
         seen["metrics"] = metrics
         raise Stop
 
-    monkeypatch.setattr("mmft.sources.load_records", lambda *a, **k: [{}])
+    monkeypatch.setattr("mmft.data.sources.load_records", lambda *a, **k: [{}])
     monkeypatch.setattr(inference, "load_for_inference", lambda *a, **k: (None, None, None))
     monkeypatch.setattr(inference, "build_inference_trainer", fake_build)
     with pytest.raises(Stop):
@@ -452,7 +452,7 @@ def test_parquet_file_and_image_folder_with_metadata(tmp_path):
     record = records[2]
     assert record["messages"][1]["content"][0]["text"] == "a red square 2"  # image + text: a captioning set
     # Paths come back relative to the folder, so the image loader (which refuses absolute paths) can read them.
-    from mmft.images import load_image
+    from mmft.data.images import load_image
 
     ref = record["images"][0]
     assert not Path(ref["path"]).is_absolute()
@@ -563,7 +563,7 @@ def test_zero_shot_cards_load_labelled_images_through_their_own_columns(card, tm
     assert calls == [(card.hub_id, card.config, {"split": split, "streaming": False})]
     assert task.name == card.name and task.labels == labels and task.class_names == card.class_names
     assert task.templates == card.templates and all("{}" in t for t in task.templates)
-    from mmft.images import load_image
+    from mmft.data.images import load_image
 
     pixels = [load_image(item["image"], record_id=item["id"]).getpixel((0, 0))[0] for item in task.items]
     assert pixels == [0, 40, 80]  # the card's image column, rows in order

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.collator import IGNORE_INDEX, NUM_DROPPED_KEY, LabelAlignmentError, OverlengthError, VLMCollator
-from mmft.records import to_canonical
+from mmft.data.records import to_canonical
+from mmft.train.collator import IGNORE_INDEX, NUM_DROPPED_KEY, LabelAlignmentError, OverlengthError, VLMCollator
 
 ANSWERS = ["red", "a small square on the left", "three"]
 
@@ -128,7 +128,7 @@ def test_overlength_drop_counts_and_keeps_the_rest(tiny_processor, caplog):
     short = to_canonical({"id": "fits", "conversations": [{"from": "human", "value": "Hi"},
                                                             {"from": "gpt", "value": "hello"}]})
     collator = VLMCollator(tiny_processor, max_length=40, overlength_policy="drop")
-    with caplog.at_level(logging.WARNING, logger="mmft.collator"):
+    with caplog.at_level(logging.WARNING, logger="mmft.train.collator"):
         batch = collator([three_turn_record("dropme"), short])
     assert batch["input_ids"].shape[0] == 1
     assert int(batch[NUM_DROPPED_KEY]) == 1

@@ -16,7 +16,9 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.hf_api import RepoUrl
 
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-from mmft.continual import (
+from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
+from mmft.recipe import finetune
+from mmft.train.continual import (
     ADAPTER_FILES,
     BaseModelMismatchError,
     ReplayMixture,
@@ -24,8 +26,6 @@ from mmft.continual import (
     replay_count,
     resolve_starting_adapter,
 )
-from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
-from mmft.recipe import finetune
 from mmft.workflow import load_datasets
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -38,7 +38,7 @@ COMMON = dict(max_eval_samples=8, max_length=256, per_device_train_batch_size=4,
 @pytest.fixture(scope="module")
 def captions_dir(tmp_path_factory):
     """The second task: shapes captions, small splits on disk."""
-    from mmft.shapes import write_split
+    from mmft.data.shapes import write_split
 
     root = tmp_path_factory.mktemp("captions")
     return {"train": write_split(root, "train", 32, task="captions"),
@@ -111,11 +111,11 @@ def test_a_continued_run_starts_from_the_adapters_weights_and_reports_the_old_ta
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    import mmft.modeling
+    import mmft.train.modeling
 
     first, first_results = first_adapter
     captured = {}
-    load = mmft.modeling.load_starting_adapter
+    load = mmft.train.modeling.load_starting_adapter
 
     def load_and_watch(model, adapter):  # record the inputs and logits of the first *training* forward pass
         peft_model = load(model, adapter)
@@ -128,7 +128,7 @@ def test_a_continued_run_starts_from_the_adapters_weights_and_reports_the_old_ta
         peft_model.register_forward_hook(hook, with_kwargs=True)
         return peft_model
 
-    monkeypatch.setattr(mmft.modeling, "load_starting_adapter", load_and_watch)
+    monkeypatch.setattr(mmft.train.modeling, "load_starting_adapter", load_and_watch)
     out = tmp_path / "month-2"
     # lora_r=16 is ignored: the adapter keeps its own shape (r=4).
     # --metrics bleu scores the new task; the old one keeps its own (no card: vqa_accuracy, exact_match).
@@ -259,7 +259,7 @@ def test_replay_mixes_a_fraction_of_old_records_into_each_epoch_deterministicall
 
 def test_training_sees_the_replayed_records_drawn_for_each_epoch(tiny_llava_dir, shapes_dir, captions_dir, tmp_path,
                                                                  monkeypatch):
-    from mmft.collator import VLMCollator
+    from mmft.train.collator import VLMCollator
 
     seen = []
     call = VLMCollator.__call__

@@ -19,7 +19,7 @@ from mmft.contrastive.evaluation import embed_images, embed_texts, recall_at_k
 from mmft.contrastive.models import load_dual_encoder, load_trained
 from mmft.contrastive.pairs import PairDataset, PairError
 from mmft.contrastive.workflow import build_contrastive_trainer
-from mmft.records import to_canonical
+from mmft.data.records import to_canonical
 from mmft.testing import tiny_fixtures
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 200, 20)}
@@ -181,9 +181,9 @@ def test_the_demo_learns_retrieval_and_zero_shot(tmp_path):
 
 
 def test_resume_true_continues_from_the_newest_complete_checkpoint(tmp_path, monkeypatch):
-    from mmft.checkpoints import is_complete
     from mmft.contrastive.trainer import ContrastiveTrainer
     from mmft.contrastive.workflow import run_retrieval
+    from mmft.train.checkpoints import is_complete
 
     steps_run = []
     real_step = ContrastiveTrainer.training_step

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.cli import main
+from mmft.commands.cli import main
 from mmft.config import ModelArguments
 from mmft.contrastive.embed import read_embeddings
 from mmft.contrastive.models import load_dual_encoder, save_trained

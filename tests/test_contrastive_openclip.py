@@ -19,8 +19,8 @@ from mmft.contrastive.openclip import parse_name  # noqa: E402
 from mmft.contrastive.pairs import PairDataset  # noqa: E402
 from mmft.contrastive.towers import tower_linear_names  # noqa: E402
 from mmft.contrastive.workflow import build_contrastive_trainer, run_retrieval  # noqa: E402
+from mmft.data.records import to_canonical  # noqa: E402
 from mmft.errors import UsageError  # noqa: E402
-from mmft.records import to_canonical  # noqa: E402
 
 TINY = "open_clip:mmft-tiny"
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 200, 20)}
@@ -160,7 +160,7 @@ def test_siglip_style_model_trains_its_bias_with_the_sigmoid_loss(tmp_path):
 
 
 def test_recipe_run_writes_recall_at_k(tmp_path, capsys):
-    from mmft.cli import main
+    from mmft.commands.cli import main
 
     training = _training_args(tmp_path, max_steps=4, eval_before_train=True)
     trainer = run_retrieval(ModelArguments(model_name_or_path=TINY), DataArguments(), training,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmft.cli import main
-from mmft.collator import VLMCollator
-from mmft.datascan import _SeenIds
-from mmft.datashow import use_colour
-from mmft.records import to_canonical
+from mmft.commands.cli import main
+from mmft.commands.datascan import _SeenIds
+from mmft.commands.datashow import use_colour
+from mmft.data.records import to_canonical
+from mmft.train.collator import VLMCollator
 
 # record id -> the kind `data check` must file it under
 EXPECTED = {
@@ -99,11 +99,11 @@ def test_every_problem_listed_with_its_record_id(tmp_path, capsys):
     assert report["images"]["count"] == 2 and report["images"]["width"]["max"] == 32
     assert report["lengths"]["unit"] == "words" and report["lengths"]["measured"] == 2
 
-    # The human-readable report names every id too, and so does a real `python -m mmft.cli` process.
+    # The human-readable report names every id too, and so does a real `python -m mmft.commands.cli` process.
     code, text = run_cli(["data", "check", str(path), "--max_image_pixels", "5000", "--no_progress"], capsys)
     assert code == 1 and "FAILED" in text
     process = subprocess.run(
-        [sys.executable, "-m", "mmft.cli", "data", "check", str(path), "--max_image_pixels", "5000"],
+        [sys.executable, "-m", "mmft.commands.cli", "data", "check", str(path), "--max_image_pixels", "5000"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -462,11 +462,11 @@ def test_column_flags_map_rows_as_training_does(tmp_path, capsys):
 
 def test_column_flags_and_prompt_template_reach_the_training_mapping(tmp_path):
     """`data check` and `data show` parse the same flags, and the record they build is the one training loads."""
-    from mmft.cli import build_parser
+    from mmft.commands.cli import build_parser
+    from mmft.commands.dataargs import column_overrides, open_or_exit
+    from mmft.commands.datashow import _find_record
     from mmft.config import DataArguments
-    from mmft.dataargs import column_overrides, open_or_exit
-    from mmft.datashow import _find_record
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
 
     path = _renamed_qa_file(tmp_path)
     template = ["--prompt_template", "{question} Answer in one word."]

@@ -65,7 +65,7 @@ def test_two_process_lora_run_shards_data_and_only_rank_zero_writes(tiny_llava_d
     assert generated[0] | generated[1] == set(eval_ids)
     assert len(generated[0]) < 10 and len(generated[1]) < 10
     # The same adapter scored by one process gives the same metric: nothing was scored twice or lost.
-    from mmft.inference import evaluate_model
+    from mmft.evaluation.inference import evaluate_model
 
     single = evaluate_model(str(out), str(shapes_dir["test"]), max_samples=10, batch_size=4,
                             metrics=["vqa_accuracy"], output_dir=str(tmp_path / "single"))

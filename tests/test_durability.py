@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmft.checkpoints import (
+from mmft.train.checkpoints import (
     COMPLETE_MARKER,
     IncompleteCheckpointError,
     last_complete_checkpoint,
@@ -59,7 +59,7 @@ def test_resume_values(tmp_path):
 
 # ---- the non-finite guard -------------------------------------------------------------------------------------
 def _nan_trainer_class(nan_at_step: int):
-    from mmft.trainer import VLMTrainer
+    from mmft.train.trainer import VLMTrainer
 
     class NaNAtStep(VLMTrainer):
         instances = []
@@ -90,7 +90,7 @@ def _run_with_nan(monkeypatch, tiny_llava_dir, shapes_dir, output_dir, **kwargs)
 
 
 def test_nonfinite_loss_stops_training_before_the_weights_change(monkeypatch, tiny_llava_dir, shapes_dir, tmp_path):
-    from mmft.trainer import NonFiniteTrainingError
+    from mmft.train.trainer import NonFiniteTrainingError
 
     with pytest.raises(NonFiniteTrainingError) as error:
         _run_with_nan(monkeypatch, tiny_llava_dir, shapes_dir, tmp_path / "out")

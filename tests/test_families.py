@@ -25,13 +25,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.collator import IGNORE_INDEX, VLMCollator
 from mmft.config import ModelArguments
+from mmft.data.records import to_canonical
 from mmft.families import UnsupportedRecordError, family_for
-from mmft.modeling import component_of, component_paths, prepare_model_for_training
-from mmft.records import to_canonical
 from mmft.testing import tiny_fixtures, tiny_model_path
-from mmft.trainer import is_encoder_decoder
+from mmft.train.collator import IGNORE_INDEX, VLMCollator
+from mmft.train.modeling import component_of, component_paths, prepare_model_for_training
+from mmft.train.trainer import is_encoder_decoder
 
 FIXTURES = tiny_fixtures()
 NAMES = list(FIXTURES)
@@ -72,7 +72,7 @@ def _model(model_dir):
 
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    family_for(model).prepare_model(model)  # as mmft.modeling.load_model does
+    family_for(model).prepare_model(model)  # as mmft.train.modeling.load_model does
     return model
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from mmft.collator import VLMCollator
+from mmft.data.sources import RecordDataset
 from mmft.families import GENERIC, REGISTRY, Family, UnsupportedRecordError, family_for_processor
-from mmft.sources import RecordDataset
 from mmft.testing import resolve_builtin_model, tiny_fixtures
+from mmft.train.collator import VLMCollator
 from mmft.workflow import check_records_fit_family
 
 
@@ -68,7 +68,7 @@ class _Marking(Family):
 def test_collator_calls_the_family_hooks(tiny_processor):
     from PIL import Image
 
-    from mmft.records import to_canonical
+    from mmft.data.records import to_canonical
 
     conversations = [{"from": "human", "value": "<image>What?"}, {"from": "gpt", "value": "red"}]
     record = to_canonical({"id": "r", "image": Image.new("RGB", (48, 48)), "conversations": conversations})
@@ -95,7 +95,7 @@ def test_test_families_env_var_restricts_the_fixtures(monkeypatch):
 def test_generation_stops_on_every_configured_stop_token(tiny_processor):
     from types import SimpleNamespace
 
-    from mmft.trainer import stop_token_ids
+    from mmft.train.trainer import stop_token_ids
 
     tokenizer = tiny_processor.tokenizer
     several = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[5, 7]))
@@ -112,9 +112,9 @@ def test_llama4_pixels_follow_the_vision_tower_dtype(dtype):
     from PIL import Image
 
     from mmft.config import ModelArguments
-    from mmft.modeling import load_model, load_processor
-    from mmft.records import to_canonical
+    from mmft.data.records import to_canonical
     from mmft.testing import tiny_model_path
+    from mmft.train.modeling import load_model, load_processor
 
     if "llama4" not in tiny_fixtures():
         pytest.skip("MMFT_TEST_FAMILIES leaves out llama4")

@@ -18,9 +18,17 @@ from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-from mmft.hub import TOKEN_PLACEHOLDER, RunSummary, SecretToken, card_data, card_text, dataset_source, model_source
+from mmft.data.sources import load_records
+from mmft.hub.card import (
+    TOKEN_PLACEHOLDER,
+    RunSummary,
+    SecretToken,
+    card_data,
+    card_text,
+    dataset_source,
+    model_source,
+)
 from mmft.recipe import finetune
-from mmft.sources import load_records
 from mmft.workflow import build_trainer
 
 ARG_TOKEN = "hf_ArgSentinelToken0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Tests for mmft.images: safe, correct image loading for the data collator.
+"""Tests for mmft.data.images: safe, correct image loading for the data collator.
 
 Every image is made in ``tmp_path`` with PIL; nothing touches the network (remote fetching is tested against a
 monkeypatched ``urllib.request.urlopen``). Each test is written so that it fails if the behaviour it names breaks.
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from mmft import images
-from mmft.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, fit_to_pixels, image_size, load_image
+from mmft.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, fit_to_pixels, image_size, load_image
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

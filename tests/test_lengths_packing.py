@@ -1,4 +1,4 @@
-"""Length-grouped batching (``mmft.lengths``) and padding-free batching (``mmft.packing``).
+"""Length-grouped batching (``mmft.data.lengths``) and padding-free batching (``mmft.train.packing``).
 
 Lengths estimated from image headers must equal the collator's real lengths (else grouping is built on sand); the
 sampler must be a permutation per epoch, group by length, stay random, and shard evenly over processes; packing
@@ -13,16 +13,16 @@ from PIL import Image
 from torch.utils.data import BatchSampler
 from transformers import AutoProcessor
 
-from mmft.collator import IGNORE_INDEX, VLMCollator
-from mmft.lengths import (
+from mmft.data.lengths import (
     LengthGroupedSampler,
     estimated_real_token_fraction,
     plan_length_grouping,
     record_lengths,
 )
-from mmft.packing import PaddingFreeCollator, PaddingFreeError, check_padding_free, pack
-from mmft.sources import RecordDataset
+from mmft.data.sources import RecordDataset
 from mmft.testing import tiny_model_path
+from mmft.train.collator import IGNORE_INDEX, VLMCollator
+from mmft.train.packing import PaddingFreeCollator, PaddingFreeError, check_padding_free, pack
 
 SIZES = [(48, 48), (200, 120), (90, 300), (640, 480), (33, 71)]
 
@@ -63,7 +63,7 @@ def test_estimated_lengths_equal_the_collators(family, max_pixels, mixed_dataset
     # Kept on the dataset for the next epoch / train(), and on disk for the next run over the same records.
     assert list(dataset._mmft_lengths.values()) == [estimated]
     again = RecordDataset(mixed_dataset.rows, source="mixed", image_root=mixed_dataset.image_root)
-    monkeypatch.setattr("mmft.lengths._measure", lambda *a: pytest.fail("measured again despite the disk cache"))
+    monkeypatch.setattr("mmft.data.lengths._measure", lambda *a: pytest.fail("measured again despite the disk cache"))
     assert record_lengths(again, collator) == estimated
     other = VLMCollator(collator.processor, max_pixels=(max_pixels or 10**6) // 2)  # other settings: other entry
     with pytest.raises(pytest.fail.Exception, match="measured again"):
@@ -71,7 +71,7 @@ def test_estimated_lengths_equal_the_collators(family, max_pixels, mixed_dataset
 
 
 def test_measured_fallback_equals_the_processor_helper(mixed_dataset, tmp_path_factory):
-    from mmft.lengths import ImageTokenCounter
+    from mmft.data.lengths import ImageTokenCounter
 
     processor = AutoProcessor.from_pretrained(tiny_model_path("qwen2-vl", tmp_path_factory.getbasetemp() / "fam"))
     counter = ImageTokenCounter(processor, processor.image_token)
@@ -165,7 +165,7 @@ def test_two_ranks_get_disjoint_equal_shards_of_similar_length(n):
 
 
 def test_pack_lays_out_one_row_with_restarting_positions(tiny_processor, shapes_dir):
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
 
     records = [r for r in load_records(shapes_dir["train"], max_samples=4)]
     collator = VLMCollator(tiny_processor)
@@ -212,7 +212,7 @@ def test_padding_free_refusals_name_the_reason():
 def test_group_by_length_is_wired_into_the_trainer(tiny_llava_dir, shapes_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 
     model_args = ModelArguments(model_name_or_path=str(tiny_llava_dir))
@@ -238,8 +238,8 @@ def test_group_by_length_is_wired_into_the_trainer(tiny_llava_dir, shapes_dir, t
 def test_group_by_length_keeps_random_order_on_uniform_data(tiny_llava_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-    from mmft.shapes import write_split
-    from mmft.sources import load_records
+    from mmft.data.shapes import write_split
+    from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 
     train = load_records(write_split(tmp_path / "data", "train", 96))  # one turn each: lengths within ~10%
@@ -247,7 +247,7 @@ def test_group_by_length_keeps_random_order_on_uniform_data(tiny_llava_dir, tmp_
                                 group_by_length=True, save_strategy="no", report_to="none", disable_tqdm=True)
     trainer = build_trainer(ModelArguments(model_name_or_path=str(tiny_llava_dir)), DataArguments(max_length=256),
                             args, train)
-    with caplog.at_level("INFO", logger="mmft.trainer"):
+    with caplog.at_level("INFO", logger="mmft.train.trainer"):
         sampler = trainer._get_train_sampler()
     assert isinstance(sampler, torch.utils.data.RandomSampler) and trainer.length_grouping_plan.tolerance is None
     assert "kept random order" in caplog.text

@@ -10,7 +10,7 @@ import pytest
 from transformers import AyaVisionConfig, LlamaConfig, LlavaConfig, MistralConfig, Qwen2VLConfig
 
 from mmft import liger
-from mmft.liger import LigerUnavailableError, check_liger
+from mmft.train.liger import LigerUnavailableError, check_liger
 
 ON = SimpleNamespace(use_liger_kernel=True, use_cpu=False)
 

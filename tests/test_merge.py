@@ -15,12 +15,12 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
-from mmft.cli import main
-from mmft.collator import VLMCollator
+from mmft.commands.cli import main
+from mmft.data.sources import load_records
 from mmft.errors import USAGE_ERROR_EXIT_CODE
-from mmft.merge import MergeError, merge_adapter, merged_model_card
+from mmft.hub.merge import MergeError, merge_adapter, merged_model_card
 from mmft.recipe import finetune
-from mmft.sources import load_records
+from mmft.train.collator import VLMCollator
 
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"}
 

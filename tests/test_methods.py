@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from mmft.collator import VLMCollator
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.data.sources import load_records
 from mmft.recipe import finetune
-from mmft.sources import load_records
+from mmft.train.collator import VLMCollator
 from mmft.workflow import build_trainer
 
 VISION, PROJECTOR, LANGUAGE = "model.vision_tower", "model.multi_modal_projector", "model.language_model"
@@ -215,7 +215,7 @@ def test_qlora_keeps_vision_tower_projector_and_head_unquantised(tiny_llava_dir)
     from transformers import BitsAndBytesConfig
     from transformers.quantizers import quantizers_utils  # a moved helper must fail here, not skip
 
-    from mmft.modeling import qlora_load_kwargs
+    from mmft.train.modeling import qlora_load_kwargs
     kwargs = qlora_load_kwargs(ModelArguments(model_name_or_path=str(tiny_llava_dir), load_in_4bit=True),
                                str(tiny_llava_dir))
     config = kwargs["quantization_config"]

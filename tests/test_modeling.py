@@ -1,4 +1,4 @@
-"""Tests for mmft.modeling and mmft.families: where the parts are, where LoRA lands, what trains, and the report.
+"""Tests for mmft.train.modeling and mmft.families: where the parts are, where LoRA lands, what trains, and the report.
 
 Uses the tiny LLaVA built offline by ``mmft.testing`` (session fixture ``tiny_llava_dir``): CLIP vision tower,
 MLP projector, Llama language model. Its vision tower uses ``q_proj``/``k_proj``/``v_proj`` names too, so a LoRA
@@ -17,7 +17,7 @@ from torch import nn
 
 from mmft.config import ModelArguments
 from mmft.families import GENERIC, family_for
-from mmft.modeling import (
+from mmft.train.modeling import (
     component_paths,
     format_parameter_report,
     lora_target_regex,
@@ -214,7 +214,7 @@ def test_projector_nested_in_vision_tower_is_reported_as_projector():
     from torch import nn
 
     from mmft.families import GENERIC
-    from mmft.modeling import parameter_report
+    from mmft.train.modeling import parameter_report
 
     class Visual(nn.Module):
         def __init__(self):

@@ -62,7 +62,7 @@ def test_quickstart_notebook_runs_offline_and_learns(tmp_path):
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
 
-    from mmft.shapes import chance_accuracy
+    from mmft.data.shapes import chance_accuracy
 
     write_kernelspec(tmp_path / "kernels")
     kernel_manager = AsyncKernelManager(

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.collator import IGNORE_INDEX, VLMCollator
+from mmft.data.records import to_canonical
 from mmft.families import REGISTRY, fold_to_prompt
-from mmft.records import to_canonical
 from mmft.testing import tiny_fixtures, tiny_model_path
+from mmft.train.collator import IGNORE_INDEX, VLMCollator
 
 TWO_TURNS = [{"from": "human", "value": "<image>\nWhat colour is the shape?"}, {"from": "gpt", "value": "red"},
              {"from": "human", "value": "Where is the shape?"}, {"from": "gpt", "value": "on the left side"}]
@@ -99,7 +99,7 @@ def test_labels_cover_only_the_last_answer_of_a_folded_record(tmp_path_factory):
 def test_florence2_lora_lands_on_encoder_and_decoder_language_layers_only(tmp_path_factory):
     from transformers import AutoModelForImageTextToText
 
-    from mmft.modeling import lora_target_regex
+    from mmft.train.modeling import lora_target_regex
 
     if "florence2" not in tiny_fixtures():
         pytest.skip("MMFT_TEST_FAMILIES excludes florence2")
@@ -115,7 +115,7 @@ def test_florence2_lora_lands_on_encoder_and_decoder_language_layers_only(tmp_pa
 def test_encoder_decoder_generation_keeps_the_whole_decoder_sequence():
     from types import SimpleNamespace
 
-    from mmft.trainer import is_encoder_decoder
+    from mmft.train.trainer import is_encoder_decoder
 
     seq2seq = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True))
     blip2_t5 = SimpleNamespace(config=SimpleNamespace(

@@ -54,7 +54,7 @@ def test_demo_with_no_arguments_learns(cache, tmp_path):
 @pytest.mark.slow
 def test_blank_images_stay_near_chance(cache, tmp_path):
     """Same config, same data, every image replaced by a blank one: the text alone cannot answer."""
-    from mmft.shapes import chance_accuracy, shapes_split_path
+    from mmft.data.shapes import chance_accuracy, shapes_split_path
 
     data = tmp_path / "blank"
     for split in ("train", "test"):
@@ -75,7 +75,7 @@ def test_blank_images_stay_near_chance(cache, tmp_path):
 
 def test_recipe_trains_on_llava_jsonl_with_separate_eval_file(tiny_llava_dir, cache, tmp_path):
     """A user's own LLaVA-format files, images beside them; LoRA on the tiny model, a few steps."""
-    from mmft.shapes import generate_records
+    from mmft.data.shapes import generate_records
 
     for split, size in (("train", 24), ("val", 8)):
         folder = tmp_path / split

@@ -80,8 +80,8 @@ def test_config_parses_with_its_recipe(path, tmp_path):
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_names_data_model_method_and_launch(path):
-    from mmft.cards import find_card
-    from mmft.sources import BUILTIN_DATASETS
+    from mmft.data.cards import find_card
+    from mmft.data.sources import BUILTIN_DATASETS
 
     values = yaml.safe_load(path.read_text())
     model, dataset, method = path.stem.split("_")  # <model>_<dataset>_<method>.yaml

@@ -18,18 +18,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmft.cli import main as mmft_main
-from mmft.errors import USAGE_ERROR_EXIT_CODE
-from mmft.inference import InferenceError, evaluate_model, load_for_inference, predict
-from mmft.recipe import add_perplexity
-from mmft.records import reference_answers, to_canonical
-from mmft.shapes import (
+from mmft.commands.cli import main as mmft_main
+from mmft.data.records import reference_answers, to_canonical
+from mmft.data.shapes import (
     COLOURS,
     SHAPES,
     SIDE_PHRASES,
     generate_caption_records,
     generate_multiturn_records,
 )
+from mmft.errors import USAGE_ERROR_EXIT_CODE
+from mmft.evaluation.inference import InferenceError, evaluate_model, load_for_inference, predict
+from mmft.recipe import add_perplexity
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_multiturn_records_supervise_several_turns():
 
 
 def test_builtin_caption_and_multiturn_names_load(mmft_cache):
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
 
     captions = load_records("shapes-captions", split="test", max_samples=5)
     assert len(captions) == 5 and len(captions[0]["references"]) == 4

@@ -1,4 +1,4 @@
-"""Tests for mmft.records: conversion to the canonical record, its validation, and the eval helpers."""
+"""Tests for mmft.data.records: conversion to the canonical record, its validation, and the eval helpers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmft.records import (
+from mmft.data.records import (
     IMAGE_PLACEHOLDER,
     RecordError,
     count_image_slots,
@@ -353,14 +353,16 @@ def test_error_is_picklable_with_its_attributes():
 
 
 def test_module_is_pure_python():
-    # Load the file in a fresh interpreter as a module of a stand-in package over mmft/ (so its relative imports, such
-    # as mmft.errors, resolve) without running the package __init__, which other modules own.
+    # Load the file in a fresh interpreter as a module of stand-in packages over mmft/ and mmft/data/ (so its relative
+    # imports, such as mmft.errors, resolve) without running the packages' __init__, which other modules own.
     package = Path(__file__).resolve().parents[1] / "mmft"
     code = (
         "import importlib.util, sys, types\n"
         f"stand_in = types.ModuleType('mmft_under_test'); stand_in.__path__ = [{str(package)!r}]\n"
-        "sys.modules['mmft_under_test'] = stand_in\n"
-        f"spec = importlib.util.spec_from_file_location('mmft_under_test.records', {str(package / 'records.py')!r})\n"
+        f"data = types.ModuleType('mmft_under_test.data'); data.__path__ = [{str(package / 'data')!r}]\n"
+        "sys.modules['mmft_under_test'] = stand_in; sys.modules['mmft_under_test.data'] = data\n"
+        f"spec = importlib.util.spec_from_file_location('mmft_under_test.data.records', "
+        f"{str(package / 'data' / 'records.py')!r})\n"
         "module = importlib.util.module_from_spec(spec); sys.modules[spec.name] = module\n"
         "spec.loader.exec_module(module)\n"
         "assert hasattr(module, 'to_canonical')\n"

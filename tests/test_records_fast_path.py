@@ -13,8 +13,8 @@ import random
 import pytest
 
 from mmft import records
-from mmft.records import RecordError, gc_paused, to_canonical
-from mmft.sources import load_records
+from mmft.data.records import RecordError, gc_paused, to_canonical
+from mmft.data.sources import load_records
 
 # Building blocks chosen around the fast path's edges: role spellings, placeholder layouts, blank texts, image refs
 # of other types, tuples where lists are expected, both 'image' and 'images', references in every shape.

@@ -1,5 +1,5 @@
-"""Tests for the evaluation report (mmft.report): the HTML holds every sample, escaped, with thumbnails and curves;
-it renders in a real headless browser (Chromium from the OS packages, see .ci/run), whose own script counts the
+"""Tests for the evaluation report (mmft.evaluation.report): the HTML holds every sample, escaped, with thumbnails and
+curves; it renders in a real headless browser (Chromium from the OS packages, see .ci/run), whose own script counts the
 decoded thumbnails and the rendered samples; and an evaluation through VLMTrainer writes it next to the predictions.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmft.report import curves_from_log_history, write_report
+from mmft.evaluation.report import curves_from_log_history, write_report
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
 
@@ -220,7 +220,7 @@ def test_report_screenshot(report, tmp_path):
 
 def test_evaluation_writes_the_report_next_to_the_predictions(tiny_llava_dir, shapes_dir, tmp_path):
     from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 
     evaluation = load_records(shapes_dir["test"], max_samples=5)

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.utils.data._utils
 
-from mmft.checkpoints import CheckpointWeightsError, load_full_model_weights, schedule_depends_on_total
+from mmft.train.checkpoints import CheckpointWeightsError, load_full_model_weights, schedule_depends_on_total
 
 DRIVER = Path(__file__).with_name("_extend_run.py")
 sys.path.insert(0, str(DRIVER.parent))

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-from mmft.sources import load_records
+from mmft.data.sources import load_records
 from mmft.workflow import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]

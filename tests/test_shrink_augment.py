@@ -20,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.augment import ImageAugmenter, PromptParaphraser
-from mmft.collator import IGNORE_INDEX, NUM_SHRUNK_KEY, OverlengthError, VLMCollator
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
-from mmft.records import to_canonical
+from mmft.data.augment import ImageAugmenter, PromptParaphraser
+from mmft.data.records import to_canonical
 from mmft.testing import tiny_model_path
+from mmft.train.collator import IGNORE_INDEX, NUM_SHRUNK_KEY, OverlengthError, VLMCollator
 from mmft.workflow import build_collators, build_trainer
 
 IMAGE_PAD = "<|image_pad|>"
@@ -92,7 +92,7 @@ def test_shrink_fits_keeps_image_tokens_intact_and_counts(qwen, caplog):
     limit = full - 3
     alone = VLMCollator(qwen)([small])
     collator = VLMCollator(qwen, max_length=limit, overlength_policy="shrink", shrink_min_pixels=32 * 32)
-    with caplog.at_level(logging.DEBUG, logger="mmft.collator"):
+    with caplog.at_level(logging.DEBUG, logger="mmft.train.collator"):
         batch = collator([small, big])
     assert int(batch[NUM_SHRUNK_KEY]) == 1
     lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -188,7 +188,7 @@ def test_trainer_counts_shrunk_samples_sets_epochs_and_evaluates_unaugmented(qwe
                                          disable_tqdm=True, eval_generation=False)
     trainer = build_trainer(ModelArguments(model_name_or_path=str(qwen_dir), lora_r=4), data_args, training_args,
                             records)
-    with caplog.at_level(logging.INFO, logger="mmft.trainer"):
+    with caplog.at_level(logging.INFO, logger="mmft.train.trainer"):
         result = trainer.train()
     assert result.metrics["train_shrunk_samples"] == 2  # the big record, once per epoch
     assert "Shrank the images of 2 training samples" in caplog.text
@@ -244,7 +244,7 @@ def test_no_flip_by_default_and_hflip_is_opt_in_with_a_warning(caplog, tmp_path,
     identity = ImageAugmenter(crop_scale=(1.0, 1.0), color_jitter=0.0)
     assert not identity.hflip and not DataArguments().augment_hflip and not DataArguments().augment_images
     assert all(np.array_equal(np.asarray(identity(image, random.Random(s))), np.asarray(image)) for s in range(20))
-    with caplog.at_level(logging.WARNING, logger="mmft.augment"):
+    with caplog.at_level(logging.WARNING, logger="mmft.data.augment"):
         flipping = ImageAugmenter(crop_scale=(1.0, 1.0), color_jitter=0.0, hflip=True)
     assert "left and right" in caplog.text
     mirrored = np.asarray(image)[:, ::-1]

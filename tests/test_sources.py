@@ -1,4 +1,5 @@
-"""Tests for mmft.sources: every kind of source becomes validated canonical records, lazily, without decoding images.
+"""Tests for mmft.data.sources: every kind of source becomes validated canonical records, lazily, without decoding
+images.
 
 All data is built in ``tmp_path``; the Hub is never contacted (the Hub code path is exercised with a monkeypatched
 ``datasets.load_dataset`` and with a real ``load_dataset`` call on a local folder, which is the same path up to the
@@ -17,8 +18,8 @@ import PIL.ImageFile
 import pytest
 
 from mmft import shapes
-from mmft.records import RecordError
-from mmft.sources import RecordDataset, RecordIterableDataset, SourceError, load_records, read_json_records
+from mmft.data.records import RecordError
+from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records, read_json_records
 
 
 def _llava(record_id: str, image: str | None = "images/a.png", question: str = "What colour is it?",
@@ -422,7 +423,7 @@ def test_shapes_generation_is_deterministic_and_splits_differ(tmp_path):
 
 
 def test_list_of_records_is_validated_once_and_served_as_copies():
-    from mmft.sources import load_records
+    from mmft.data.sources import load_records
 
     raw = [{"id": "a", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "hello"}]}]
     dataset = load_records(raw, image_root="/data")

@@ -67,16 +67,17 @@ def test_the_lint_of_this_test_sees_module_level_imports():
 def test_light_entry_points_and_the_training_path_import_only_what_they_need():
     script = """
 import sys
-import mmft, mmft.cli, mmft.records, mmft.cards
+import mmft, mmft.commands.cli, mmft.data.records, mmft.data.cards
 heavy = [name for name in ("torch", "transformers", "PIL") if name in sys.modules]
-assert not heavy, f"import mmft / mmft.cli / mmft.records / mmft.cards imported {heavy}"
-import mmft.modeling, mmft.sources, mmft.hub, mmft.lengths
+assert not heavy, f"import mmft / mmft.commands.cli / mmft.data.records / mmft.data.cards imported {heavy}"
+import mmft.train.modeling, mmft.data.sources, mmft.hub.card, mmft.data.lengths
 eager = [name for name in ("peft", "datasets", "transformers") if name in sys.modules]
 assert not eager, f"mmft's model, data and hub modules imported {eager} before use"
 import mmft.workflow
-unneeded = ["evaluate", "sacrebleu", "bitsandbytes", "liger_kernel", "pycocoevalcap", "scipy", "mmft.merge",
-            "mmft.inference", "mmft.testing", "mmft.shapes", "mmft.datacheck", "mmft.datashow", "mmft.report",
-            "mmft.dataargs", "mmft.datascan", "mmft.datareport", "mmft.datastream"]
+unneeded = ["evaluate", "sacrebleu", "bitsandbytes", "liger_kernel", "pycocoevalcap", "scipy", "mmft.hub.merge",
+            "mmft.evaluation.inference", "mmft.testing", "mmft.data.shapes", "mmft.commands.datacheck",
+            "mmft.commands.datashow", "mmft.evaluation.report",
+            "mmft.commands.dataargs", "mmft.commands.datascan", "mmft.commands.datareport", "mmft.commands.datastream"]
 loaded = [name for name in unneeded if name in sys.modules]
 assert not loaded, f"import mmft.workflow imported {loaded}"
 print("ok")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.data.sources import load_records
 from mmft.recipe import finetune
-from mmft.sources import load_records
 from mmft.workflow import build_trainer
 
 
@@ -56,7 +56,7 @@ def test_lora_trains_only_language_model_adapters_and_loss_falls(tiny_llava_wide
 
 
 def test_overlength_drop_completes_training_and_reports_the_count(tiny_llava_dir, shapes_dir, tmp_path, caplog):
-    from mmft.collator import VLMCollator
+    from mmft.train.collator import VLMCollator
 
     processor_args = ModelArguments(model_name_or_path=str(tiny_llava_dir), use_peft=True)
     train = load_records(shapes_dir["train"], max_samples=32)
@@ -101,7 +101,7 @@ def test_evaluation_generates_an_answer_for_every_record(tiny_llava_dir, shapes_
 def test_notebook_api_trains_from_in_memory_dataset_of_pil_images(tiny_llava_dir, tmp_path):
     import datasets  # a hard dependency: a broken install must fail here, not skip
 
-    from mmft.shapes import generate_records
+    from mmft.data.shapes import generate_records
 
     rows = []
     for record, image in generate_records("train", 24, turns=(1, 1)):

@@ -68,7 +68,7 @@ def test_mmft_commands_report_usage_errors_in_one_line(tmp_path):
     missing = tmp_path / "nowhere" / "train.jsonl"
     for argv in (["data", "check", str(missing)], ["eval", str(tmp_path / "no-model"), "--dataset_name", "shapes"],
                  ["build-tiny-model", str(tmp_path / "m"), "--name", "mmft:tiny-nonexistent"]):
-        result = subprocess.run([sys.executable, "-m", "mmft.cli", *argv], cwd=REPO, env=_env(),
+        result = subprocess.run([sys.executable, "-m", "mmft.commands.cli", *argv], cwd=REPO, env=_env(),
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode != 0 and "Traceback" not in result.stderr, (argv, result.stderr[-3000:])
         assert result.stderr.strip().count("\n") == 0, (argv, result.stderr)  # one line

@@ -3,15 +3,15 @@
 No labels: the positives are implicit (pair ``i``'s image and caption) plus the ``groups`` / ``text_keys`` that
 mark extra positives (``mmft.contrastive.losses``). In training each image is paired with one of its captions per
 epoch, drawn from ``(seed, epoch, record id)`` (the same in any worker or process), the way open_clip samples one
-of COCO's five captions per image and epoch. Images are loaded by ``mmft.images`` (safe paths, pixel caps).
+of COCO's five captions per image and epoch. Images are loaded by ``mmft.data.images`` (safe paths, pixel caps).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import images as images_lib
-from ..augment import sample_rng
+from ..data import images as images_lib
+from ..data.augment import sample_rng
 from .pairs import text_key
 
 NUM_DROPPED_KEY = "num_dropped_pairs"

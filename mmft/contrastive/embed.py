@@ -173,8 +173,8 @@ def embed_dataset(model: str, dataset_name: str, output, *, modality: str = "ima
     """Embed ``dataset_name``'s images or texts with ``model`` and write them to ``output`` (see the module)."""
     import torch
 
-    from ..inference import default_split
-    from ..sources import load_records
+    from ..data.sources import load_records
+    from ..evaluation.inference import default_split
     from .models import load_trained
 
     output_format(output)  # before minutes of embedding

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..data.records import reference_answers
 from ..errors import UsageError
-from ..records import reference_answers
 
 logger = logging.getLogger("mmft")
 

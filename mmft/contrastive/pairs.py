@@ -1,6 +1,6 @@
 """The pair view of records: what a dual encoder trains and is evaluated on.
 
-The same canonical records as the generative recipes (``mmft.records``), read as (image, captions):
+The same canonical records as the generative recipes (``mmft.data.records``), read as (image, captions):
 
 - the image: the record's one image (a record with none, or with several, has no usable pair);
 - the captions: the record's ``references`` when it has them (a caption card's column: COCO's five, every phrasing
@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..data.records import RecordError
 from ..errors import UsageError
-from ..records import RecordError
 
 logger = logging.getLogger("mmft")
 

@@ -2,8 +2,8 @@
 
 Text->image: a caption query, then its top 5 images (the correct one framed green). Image->text: an image query,
 then its top 5 captions (its own marked). The first ``queries`` held-out images (and one caption of each) are the
-queries. Thumbnails and curves come from ``mmft.report`` (inline, offline: one self-contained file); all text is
-escaped.
+queries. Thumbnails and curves come from ``mmft.evaluation.report`` (inline, offline: one self-contained file); all
+text is escaped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..report import curves_from_log_history, svg_line_chart, thumbnail_data_uri
+from ..evaluation.report import curves_from_log_history, svg_line_chart, thumbnail_data_uri
 
 TOP = 5
 _STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse}

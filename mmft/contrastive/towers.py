@@ -14,7 +14,7 @@ import logging
 from torch import nn
 
 from ..errors import UsageError
-from ..modeling import format_parameter_report, names_to_regex
+from ..train.modeling import format_parameter_report, names_to_regex
 
 logger = logging.getLogger("mmft")
 

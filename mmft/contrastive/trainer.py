@@ -19,8 +19,8 @@ import os
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ..checkpoints import CompleteCheckpointsMixin
 from ..errors import UsageError
+from ..train.checkpoints import CompleteCheckpointsMixin
 from .collator import NUM_DROPPED_KEY
 from .evaluation import DEFAULT_KS, embed_images, embed_texts, recall_at_k, zero_shot_accuracy
 from .losses import MAX_LOG_LOGIT_SCALE, clip_loss, siglip_loss
@@ -75,7 +75,7 @@ class ContrastiveTrainer(CompleteCheckpointsMixin, Trainer):
         if adapter.loss == "clip" and "logit_scale" in params:
             self.add_callback(ClampLogitScale(params["logit_scale"]))
         if hasattr(self.data_collator, "set_epoch"):
-            from ..augment import CollatorEpochCallback
+            from ..data.augment import CollatorEpochCallback
 
             self.add_callback(CollatorEpochCallback(self.data_collator))
 

@@ -13,11 +13,11 @@ import logging
 
 from transformers import set_seed
 
-from ..cards import find_card, load_card
-from ..checkpoints import resolve_resume_checkpoint
 from ..config import DataArguments, ModelArguments, parse_args
+from ..data.cards import find_card, load_card
+from ..data.sources import load_records
 from ..errors import UsageError
-from ..sources import load_records
+from ..train.checkpoints import resolve_resume_checkpoint
 from ..workflow import load_datasets, setup_logging
 from .collator import ContrastiveCollator
 from .config import ContrastiveArguments, ContrastiveTrainingArguments
@@ -46,7 +46,7 @@ def load_zero_shot_tasks(names, data_args: DataArguments, split: str | None = No
     names in ``dataset:`` (``shapes-shape-names`` reads the shapes VQA set, whose records ask one of several
     questions; ``unlisted_labels: skip`` keeps those that ask this one). ``--image_root`` applies to all.
     """
-    from ..sources import BUILTIN_DATASETS
+    from ..data.sources import BUILTIN_DATASETS
 
     tasks = []
     for name in names or ():

@@ -59,7 +59,8 @@ class Family:
         max_images: most images one sample may hold (``None``: no limit).
         text_only: whether samples without any image work.
         chat_template: used when the processor ships no chat template (``None``: the processor must have one).
-        padding_free_refusal: why padding-free batches (``mmft.packing``) cannot serve this family (None: they can).
+        padding_free_refusal: why padding-free batches (``mmft.train.packing``) cannot serve this family (None: they
+        can).
         lora_exclude: last names of linear modules the ``--lora_target`` presets never adapt (Llama 4's ``router``,
             an ``nn.Linear`` subclass that returns a tuple, which a LoRA layer cannot wrap).
         vision_tokens_discrete: the vision tower turns images into discrete token ids (Chameleon's VQ-VAE), so no

@@ -3,7 +3,7 @@
 Layout (transformers' ``Qwen2_5_VLForConditionalGeneration``): the vision tower is ``model.visual``
 (``Qwen2_5_VisionTransformerPretrainedModel``, windowed attention in most blocks) and the projector, the
 ``Qwen2_5_VLPatchMerger`` that folds 2x2 patches into one language-model token, lives *inside* it as
-``model.visual.merger``. Its parameters must count as projector, not vision tower: ``mmft.modeling.component_of``
+``model.visual.merger``. Its parameters must count as projector, not vision tower: ``mmft.train.modeling.component_of``
 matches the longest path first, so naming both is enough.
 
 Nothing else to override: as in Qwen2-VL, the template writes ``<|vision_start|><|image_pad|><|vision_end|>`` per

@@ -3,7 +3,7 @@
 Layout (transformers' ``Qwen2VLForConditionalGeneration``): the vision tower is ``model.visual``
 (``Qwen2VisionTransformerPretrainedModel``) and the projector, the ``PatchMerger`` that folds 2x2 patches into one
 language-model token, lives *inside* it as ``model.visual.merger``. Its parameters must count as projector, not
-vision tower: ``mmft.modeling.component_of`` matches the longest path first, so naming both is enough.
+vision tower: ``mmft.train.modeling.component_of`` matches the longest path first, so naming both is enough.
 
 Nothing else to override: the chat template writes ``<|vision_start|><|image_pad|><|vision_end|>`` per image and
 the processor expands ``<|image_pad|>`` (``processor.image_token``, the default placeholder) into one token per

@@ -3,8 +3,8 @@ Qwen3-VL-30B-A3B / 235B-A22B, model type ``qwen3_vl_moe``, share the layout and 
 
 Layout (transformers' ``Qwen3VLForConditionalGeneration`` / ``Qwen3VLMoeForConditionalGeneration``): the vision
 tower is ``model.visual`` and the projector, the ``PatchMerger`` that folds 2x2 patches into one language-model
-token, lives *inside* it as ``model.visual.merger``; ``mmft.modeling.component_of`` matches the longest path first,
-so the merger counts as projector. The DeepStack mergers (``model.visual.deepstack_merger_list``: one per tapped
+token, lives *inside* it as ``model.visual.merger``; ``mmft.train.modeling.component_of`` matches the longest path
+first, so the merger counts as projector. The DeepStack mergers (``model.visual.deepstack_merger_list``: one per tapped
 vision layer, 3 in the real models, each adding projected intermediate features to the image positions of an early
 text layer) are projectors too, but a family names one projector path, so they count as vision tower: frozen under
 LoRA, also with ``freeze_projector=False`` (only the final merger then trains). That is safe (never a base weight

@@ -1,7 +1,7 @@
 """A byte-level BPE tokenizer trained in-process, for tiny offline models of any family.
 
 Real checkpoints ship tokenizers of several kinds (BPE, SentencePiece, tiktoken-style); the label code in
-``mmft.collator`` only relies on a fast tokenizer with character offsets, so one small trained BPE stands in for
+``mmft.train.collator`` only relies on a fast tokenizer with character offsets, so one small trained BPE stands in for
 all of them. What differs between families is the *special tokens* (image placeholders, turn markers, BOS/EOS)
 and the *chat template*; both are arguments here, and each family fixture passes its own.
 """

@@ -72,14 +72,14 @@ def add_field_arguments(parser, dataclass_type, names, *, defaults=None, notes=N
 
 def _column_flags() -> list[str]:
     """The training loader's ``--column_*`` flags: every ``column_*`` field of ``DataArguments``."""
-    from .config import DataArguments
+    from ..config import DataArguments
 
     return [f.name for f in fields(DataArguments) if f.name.startswith("column_")]
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The source and its image, model-loading and column-mapping flags (both commands)."""
-    from .config import DataArguments, ModelArguments
+    from ..config import DataArguments, ModelArguments
 
     parser.add_argument(
         "source",
@@ -108,7 +108,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def data_arguments(args):
     """The ``DataArguments`` of a parsed ``data check`` / ``data show`` command: every data flag it has, training's
     defaults for the rest."""
-    from .config import DataArguments
+    from ..config import DataArguments
 
     names = {f.name for f in fields(DataArguments) if f.init}
     return DataArguments(**{name: value for name, value in vars(args).items() if name in names})
@@ -126,9 +126,9 @@ def collator_for_args(args):
     the loader's own error, which the check reports as that record's problem."""
     from dataclasses import replace
 
-    from .config import ModelArguments
-    from .modeling import load_processor
-    from .workflow import build_collators
+    from ..config import ModelArguments
+    from ..train.modeling import load_processor
+    from ..workflow import build_collators
 
     processor = load_processor(ModelArguments(model_name_or_path=args.model, trust_remote_code=args.trust_remote_code))
     collator, _ = build_collators(processor, replace(data_arguments(args), max_length=None))

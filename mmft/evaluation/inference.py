@@ -29,9 +29,9 @@ import os
 import re
 from pathlib import Path
 
-from .dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
-from .errors import UsageError, report_usage_errors
-from .metrics import DEFAULT_METRICS  # when no data card names the metrics
+from ..dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
+from ..errors import UsageError, report_usage_errors
+from ..metrics import DEFAULT_METRICS  # when no data card names the metrics
 
 logger = logging.getLogger("mmft")
 
@@ -55,10 +55,10 @@ def load_for_inference(model: str, *, dtype: str = "auto", base: str | None = No
     An adapter folder loads its base and applies the adapter with PEFT, unmerged, exactly as training evaluated it
     (``merge.load_adapter_model``: the base and revision the adapter recorded; the processor, and chat template,
     saved beside the adapter wins over the base's). Anything else goes through the training loaders
-    (``mmft.modeling``): a local folder, an ``mmft:`` name, or a Hub id (downloaded by transformers).
+    (``mmft.train.modeling``): a local folder, an ``mmft:`` name, or a Hub id (downloaded by transformers).
     """
-    from .families import family_for
-    from .merge import MergeError, load_adapter_model
+    from ..families import family_for
+    from ..hub.merge import MergeError, load_adapter_model
 
     if dtype not in DTYPE_NAMES:
         raise InferenceError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}; got {dtype!r}.")
@@ -72,8 +72,8 @@ def load_for_inference(model: str, *, dtype: str = "auto", base: str | None = No
         family = family_for(loaded.get_base_model())
         logger.info("Loaded the adapter %s over its base model %s", folder, base_name)
     else:
-        from .config import ModelArguments
-        from .modeling import load_model, load_processor
+        from ..config import ModelArguments
+        from ..train.modeling import load_model, load_processor
 
         path = Path(model).expanduser()
         if not path.exists() and (model.startswith((".", "/", "~")) or model.count("/") > 1):
@@ -107,9 +107,9 @@ def build_inference_trainer(model, processor, family, *, output_dir: str, metric
                             max_pixels: int | None = None, allow_images_outside_root: bool = False,
                             allow_remote_images: bool = False):
     """A ``VLMTrainer`` that only generates: the generation collator, the eval batch size and the decoding flags."""
-    from .config import DataArguments, VLMTrainingArguments
-    from .trainer import VLMTrainer
-    from .workflow import build_collators
+    from ..config import DataArguments, VLMTrainingArguments
+    from ..train.trainer import VLMTrainer
+    from ..workflow import build_collators
 
     args = VLMTrainingArguments(
         output_dir=output_dir,
@@ -131,7 +131,7 @@ def build_inference_trainer(model, processor, family, *, output_dir: str, metric
 # ---- mmft eval -----------------------------------------------------------------------------------------------------
 def default_split(dataset_name: str) -> str:
     """The evaluation split the dataset's data card names (``eval_split:``), else ``test``."""
-    from .cards import CardError, find_card
+    from ..data.cards import CardError, find_card
 
     try:
         card = find_card(str(dataset_name))
@@ -164,7 +164,7 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
                    allow_remote_images: bool = False) -> dict:
     """Score ``model`` on ``dataset_name``'s ``split`` with ``VLMTrainer.generate_and_score``; returns the metrics
     (``eval_<metric>``, ``eval_samples``) and writes eval_results.json, all_results.json, eval_predictions.jsonl."""
-    from .sources import load_records
+    from ..data.sources import load_records
 
     split = split or default_split(dataset_name)
     records = load_records(dataset_name, split=split, config=dataset_config, image_root=image_root,
@@ -172,7 +172,7 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
     if len(records) == 0:
         raise InferenceError(f"{dataset_name} ({split}) has no records to evaluate.")
     if not metrics:
-        from .cards import default_metrics
+        from ..data.cards import default_metrics
 
         metrics = default_metrics(dataset_name)[0]
     out = Path(output_dir) if output_dir else default_eval_dir(model, dataset_name, split)
@@ -195,8 +195,8 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
 # ---- mmft predict --------------------------------------------------------------------------------------------------
 def image_folder_records(images_dir: str | os.PathLike, prompt: str, max_samples: int | None = None):
     """One single-turn record per image file under ``images_dir`` (sorted, recursive), asking ``prompt``."""
-    from .records import to_canonical
-    from .sources import RecordDataset
+    from ..data.records import to_canonical
+    from ..data.sources import RecordDataset
 
     root = Path(images_dir).expanduser()
     if not root.is_dir():
@@ -238,14 +238,14 @@ def predict(model: str, output: str, *, dataset_name: str | None = None, split: 
             allow_images_outside_root: bool = False, allow_remote_images: bool = False) -> Path:
     """Generate an answer for every record of a dataset (its last user turn) or every image of a folder (``prompt``)
     and write them to ``output`` (JSONL, written whole to a temporary file and renamed). Returns ``output``."""
-    from .records import first_user_text, reference_answers
+    from ..data.records import first_user_text, reference_answers
 
     if (dataset_name is None) == (images_dir is None):
         raise InferenceError("Pass exactly one of --dataset_name or --images_dir (with --prompt).")
     if dataset_name is not None:
         if prompt:
             raise InferenceError("--prompt goes with --images_dir; a dataset's records hold their own prompts.")
-        from .sources import load_records
+        from ..data.sources import load_records
 
         records = load_records(dataset_name, split=split or default_split(dataset_name), config=dataset_config,
                                image_root=image_root, max_samples=max_samples)
@@ -309,7 +309,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 def run_command(command: str, function, **kwargs):
     """``function(**kwargs)`` for the ``mmft <command>`` CLI: logging set up, and a known error (bad model, data,
     card or record) ends the process with its message instead of a traceback."""
-    from .workflow import setup_logging
+    from ..workflow import setup_logging
 
     setup_logging()
     with report_usage_errors(f"mmft {command}"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 
-from .errors import UsageError
+from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _liger_version() -> str:
 def _model_type_problem(config, supported: set[str]) -> str | None:
     """Why Liger would not (fully) patch a model with this config, or None when it would."""
     model_type = getattr(config, "model_type", None)
-    from .families import REGISTRY
+    from ..families import REGISTRY
 
     listed = ", ".join(sorted(set(REGISTRY) & supported)) or "none"
     if model_type not in supported:

@@ -6,7 +6,7 @@ unreadable (``ImageLoadError``, sorted by its ``kind``). Two places find them:
 
 1. **The start-up scan** (:func:`scan_dataset`, from ``mmft.workflow.load_datasets``, before the model loads):
    every in-memory record's structure (validated as it was loaded) and every image's header and, for PNG and JPEG,
-   its end marker (``IEND`` / ``EOI``, a few bytes at the end of the file: ``mmft.images.check_image_file``).
+   its end marker (``IEND`` / ``EOI``, a few bytes at the end of the file: ``mmft.data.images.check_image_file``).
    Nothing is decoded, and PNG and JPEG headers are read directly rather than through PIL: 10,000 images
    (224x300, page cache) scan in 2.2 s against 3.2 s through ``PIL.Image.open`` on the 2-core CI machine, most of
    it the path checks (resolving symlinks and ``..`` against the image root, ~160 us an image there), which the
@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import UsageError
+from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def scan_records(records: Sequence[dict], image_root, *, allow_outside_root: boo
 
 def scan_dataset(dataset, data_args, *, what: str = "training", process_index: int = 0, num_processes: int = 1,
                  gather: Callable | None = None) -> ScanResult | None:
-    """Scan an in-memory record dataset (``mmft.sources.RecordDataset`` built from a file or a list) for bad
+    """Scan an in-memory record dataset (``mmft.data.sources.RecordDataset`` built from a file or a list) for bad
     records: those its loading set aside as invalid, and those whose images fail :func:`scan_records`.
 
     Under ``drop`` they are taken out of ``dataset`` (and logged); too many of them, or any under ``error``, raise

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
-from .errors import UsageError
+from ..dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
+from ..errors import UsageError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -85,7 +85,7 @@ def resolve_base(adapter_config: dict, base: str | None = None) -> tuple[str, st
     ``mmft:`` names resolve to the locally built tiny model; a local path must exist; anything shaped like a Hub id
     is passed to ``from_pretrained`` as is.
     """
-    from .testing import resolve_builtin_model
+    from ..testing import resolve_builtin_model
 
     name = base or adapter_config.get("base_model_name_or_path")
     if not name:
@@ -130,7 +130,7 @@ def load_base_model(path: str, dtype: str = "auto", revision: str | None = None,
             f"Could not load the base model {path!r} ({error}). Check the name (a Hub id needs network access and, "
             "for gated models, `hf auth login`; a local folder needs config.json and *.safetensors), or pass --base."
         ) from error
-    from .families import family_for
+    from ..families import family_for
 
     family_for(model).prepare_model(model)  # e.g. Llama 4's pixel cast
     return model

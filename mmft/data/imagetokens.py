@@ -1,8 +1,9 @@
 """How many tokens one image of a given size adds to a sample, by the processor's own rules.
 
-Used by :mod:`mmft.lengths` (each record's length before training, from image headers) and by the collator's shrink
+Used by :mod:`mmft.data.lengths` (each record's length before training, from image headers) and by the collator's
+shrink
 policy (the image size that fits ``max_length``, found by arithmetic where the processor's count is predictable). Its
-own module because both need it and :mod:`mmft.lengths` imports the collator.
+own module because both need it and :mod:`mmft.data.lengths` imports the collator.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from pathlib import Path
 from PIL import Image, ImageEnhance
 from transformers import TrainerCallback
 
-from .errors import MissingPathError, UsageError
+from ..errors import MissingPathError, UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from .errors import MissingRequirementError, UsageError
-from .families import Family, family_for
+from ..errors import MissingRequirementError, UsageError
+from ..families import Family, family_for
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,14 @@ LORA_TARGETS = ("language", "language+projector", "all-linear")
 
 
 def resolve_model_path(name: str) -> str:
-    from .testing import resolve_builtin_model
+    from ..testing import resolve_builtin_model
 
     return resolve_builtin_model(name)
 
 
 def load_starting_adapter(model, adapter):
-    """The base ``model`` with the weights of ``adapter`` (a ``mmft.continual.StartingAdapter``) applied and trainable
+    """The base ``model`` with the weights of ``adapter`` (a ``mmft.train.continual.StartingAdapter``) applied and
+    trainable
     (a ``PeftModel``), its shape as saved."""
     from peft import PeftModel
 
@@ -117,7 +118,7 @@ def unquantised_module_paths(config) -> list[str]:
     listed; transformers skips any module whose path starts with one of them (candidates that do not exist match
     nothing).
     """
-    from .families import family_for
+    from ..families import family_for
 
     family = family_for(SimpleNamespace(config=config))
     return list(dict.fromkeys([*family.vision_tower, *family.projector, *family.lm_head]))
@@ -321,7 +322,7 @@ def _set_requires_grad(model: nn.Module, path: str | None, value: bool):
 def prepare_model_for_training(model: nn.Module, model_args, starting_adapter=None) -> nn.Module:
     """Freeze parts and attach LoRA as ``model_args`` says; return the model to train (maybe a PeftModel).
 
-    With ``starting_adapter`` (``mmft.continual.StartingAdapter``, from ``--adapter_name_or_path``) the adapter
+    With ``starting_adapter`` (``mmft.train.continual.StartingAdapter``, from ``--adapter_name_or_path``) the adapter
     saved earlier is loaded trainable, with its own shape and saved modules, instead of a fresh one.
     """
     family = family_for(model)

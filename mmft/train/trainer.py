@@ -22,19 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer
 
-from .augment import CollatorEpochCallback
-from .badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
-from .checkpoints import (
-    CompleteCheckpointsMixin,
-    holds_full_model,
-    last_complete_checkpoint,
-    load_full_model_weights,
-    schedule_depends_on_total,
-)
-from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
-from .config import metric_names
-from .hub import protect_hub_token, save_generation_config, write_model_card
-from .lengths import (
+from ..config import metric_names
+from ..data.augment import CollatorEpochCallback
+from ..data.badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
+from ..data.lengths import (
     AUTO_SAMPLE_RECORDS,
     MIN_GROUPING_BATCHES,
     LengthGroupedSampler,
@@ -44,8 +35,17 @@ from .lengths import (
     record_lengths,
     sampled_lengths,
 )
-from .metrics import load_metric
-from .records import first_user_text, reference_answers
+from ..data.records import first_user_text, reference_answers
+from ..hub.card import protect_hub_token, save_generation_config, write_model_card
+from ..metrics import load_metric
+from .checkpoints import (
+    CompleteCheckpointsMixin,
+    holds_full_model,
+    last_complete_checkpoint,
+    load_full_model_weights,
+    schedule_depends_on_total,
+)
+from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
 
     Args (besides ``Trainer``'s):
         generation_collator: a ``VLMCollator`` in ``"generate"`` mode; without it, evaluation reports loss only.
-        bad_records: the run's ``mmft.badrecords.BadRecordLedger`` (policy, ``--max_bad_fraction``, what the
+        bad_records: the run's ``mmft.data.badrecords.BadRecordLedger`` (policy, ``--max_bad_fraction``, what the
             start-up scan left out); training records dropped by the collator are counted in it, the run stops once
             too many are bad, and the counts go into ``train_results.json`` (``train_bad_records*``) and the card.
     """
@@ -133,7 +133,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
         self.generation_collator = generation_collator
         self.num_dropped = 0
         self.num_shrunk = 0  # training samples whose images were shrunk to fit max_length (overlength_policy=shrink)
-        # Bad records (mmft.badrecords): build_trainer hands over the policy, --max_bad_fraction and the start-up
+        # Bad records (mmft.data.badrecords): build_trainer hands over the policy, --max_bad_fraction and the start-up
         # scan's findings; without it, the collator's policy (drops judged at the default fraction).
         if bad_records is None:
             bad_records = BadRecordLedger(getattr(self.data_collator, "on_bad_record", None) or "error")
@@ -166,7 +166,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
         else:  # reported as <prefix>_dropped_samples by evaluation_loop
             self._eval_dropped += int(dropped or 0) + (len(bad["bad"]) if bad is not None else 0)
         if inputs["input_ids"].numel() == 0:
-            # Every sample of this batch was dropped (over max_length, or a bad record: mmft.badrecords). Return a
+            # Every sample of this batch was dropped (over max_length, or a bad record: mmft.data.badrecords). Return a
             # zero loss that still touches every trainable parameter, so distributed gradient reduction stays in step
             # across processes. The step is kept rather than refilled from other records: refilling would change
             # which records each process sees, and so the data order a resumed run replays.
@@ -178,7 +178,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if "attention_mask" in inputs:
             tokens = inputs["attention_mask"].sum()
-        else:  # a padding-free row (mmft.packing) holds real tokens only
+        else:  # a padding-free row (mmft.train.packing) holds real tokens only
             tokens = torch.tensor(inputs["input_ids"].numel()) if "position_ids" in inputs else None
         loss = super().training_step(model, inputs, num_items_in_batch)
         if tokens is not None:
@@ -192,8 +192,8 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
     # ---- data loading: length-grouped sampling, padding-free batches ------------------------------------------
     def _get_train_sampler(self, train_dataset=None):
         """Under ``--train_sampling_strategy auto`` (the default) and ``group_by_length``:
-        ``mmft.lengths.LengthGroupedSampler`` over the records' real token counts (text plus image tokens, computed
-        from image headers) where ``plan_length_grouping`` finds padding worth removing, else random order.
+        ``mmft.data.lengths.LengthGroupedSampler`` over the records' real token counts (text plus image tokens,
+        computed from image headers) where ``plan_length_grouping`` finds padding worth removing, else random order.
         transformers' own grouped sampler would look for an ``input_ids`` column that records do not have. The plan
         is logged in one line, kept as ``length_grouping_plan`` and written to ``train_results.json``
         (``train_length_grouping``, ``train_expected_real_token_fraction``).
@@ -285,7 +285,8 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
             return super().get_test_dataloader(test_dataset)
 
     def get_train_dataloader(self):
-        """With ``--padding_free``, the training collator's batches are packed into one row (``mmft.packing``)."""
+        """With ``--padding_free``, the training collator's batches are packed into one row
+        (``mmft.train.packing``)."""
         if not getattr(self.args, "padding_free", False):
             return super().get_train_dataloader()
         from .packing import PaddingFreeCollator
@@ -319,7 +320,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
             self._stop_if_too_many_bad()
         return grad_norm
 
-    # ---- bad records (mmft.badrecords) ------------------------------------------------------------------
+    # ---- bad records (mmft.data.badrecords) ------------------------------------------------------------------
     def _loader_bad_counts(self) -> tuple[torch.Tensor, int]:
         """(bad per reason, samples seen) by the data loader, summed over processes (a collective: all call it)."""
         ledger = self.bad_records
@@ -388,7 +389,8 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
     # ---- resume: the weights really loaded, a changed total said ---------------------------------------------------
     def _plain_model_weights(self, checkpoint_dir) -> bool:
         """A full (non-PEFT) model whose weights ``Trainer`` would reload with a plain ``load_state_dict``: the case
-        ``mmft.checkpoints.load_full_model_weights`` handles. DeepSpeed, FSDP and SageMaker keep their own loaders."""
+        ``mmft.train.checkpoints.load_full_model_weights`` handles. DeepSpeed, FSDP and SageMaker keep their own
+        loaders."""
         from transformers.trainer import _is_peft_model
 
         return (not _is_peft_model(self.model) and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
@@ -487,7 +489,7 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
                           dataset=None) -> None:
-        """Write mmft's ``README.md`` (see ``mmft.hub``) into the output folder, on the main process only.
+        """Write mmft's ``README.md`` (see ``mmft.hub.card``) into the output folder, on the main process only.
 
         ``Trainer.push_to_hub`` calls this after saving the model and before uploading the folder, so the pushed
         card is this one. Beside an adapter it also saves the base model's ``generation_config.json``.
@@ -604,14 +606,15 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
         self._report_samples = (records, predictions, references, name)  # for _write_report, main process only
 
     def _write_report(self, metrics, metric_key_prefix):
-        """``eval_report.html`` (``mmft.report``) beside the predictions file, once the evaluation is logged.
+        """``eval_report.html`` (``mmft.evaluation.report``) beside the predictions file, once the evaluation is
+        logged.
 
         Only where ``_write_predictions`` ran (the main process, with generation). A report that cannot be written
         is logged and skipped: it is a by-product and must not end a training run."""
         samples, self._report_samples = getattr(self, "_report_samples", None), None
         if samples is None:
             return
-        from .report import report_file_name, write_report
+        from ..evaluation.report import report_file_name, write_report
 
         records, predictions, references, predictions_file = samples
         collator = self.generation_collator

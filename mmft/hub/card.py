@@ -105,7 +105,7 @@ def model_source(name: str | None) -> Source:
 
 def dataset_source(name) -> Source:
     """Classify a ``--dataset_name`` value (or a record dataset's ``source``)."""
-    from .sources import BUILTIN_DATASETS, LOCAL_SUFFIXES
+    from ..data.sources import BUILTIN_DATASETS, LOCAL_SUFFIXES
 
     if name is None or not isinstance(name, (str, os.PathLike)) or str(name) in _IN_MEMORY_SOURCES:
         return Source("memory", "records passed from Python")
@@ -195,7 +195,8 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_before: dict[str, float] = field(default_factory=dict)
     generation: str = ""
-    # A continued run (``mmft.continual``): the parent adapter ({"id", "revision", ...} or {"name"} for a local one)
+    # A continued run (``mmft.train.continual``): the parent adapter ({"id", "revision", ...} or {"name"} for a local
+    # one)
     # and the retention results (old tasks before / after / change, and the new task's), as retention_results.json.
     parent: dict | None = None
     retention: dict | None = None
@@ -207,7 +208,7 @@ def summarize_run(trainer, model_args=None, data_args=None, metrics: dict | None
     """What the card says about this run. ``model_args`` / ``data_args`` give the names as the user typed them
     (a Hub id rather than the folder it was cached in, ``language`` rather than the resolved LoRA regex);
     without them everything is read from the trainer and its model."""
-    from .families import family_for
+    from ..families import family_for
 
     args, model = trainer.args, trainer.model
     base_model = _base_model(model)
@@ -525,7 +526,7 @@ def _bad_records_section(summary: RunSummary) -> str:
     bad = summary.bad_records
     if not bad or not bad.get("counts"):
         return ""
-    from .badrecords import REASON_TEXT
+    from ..data.badrecords import REASON_TEXT
 
     total = sum(bad["counts"].values())
     scanned = f" (of {bad['scanned']} records)" if bad.get("scanned") else ""

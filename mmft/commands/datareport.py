@@ -1,7 +1,7 @@
 """The report of ``mmft data check``: every problem kind, the summary of the data, and its printed form.
 
-:func:`build_report` turns what a :class:`mmft.datascan.DataChecker` found into one JSON-serialisable dict (what
-``--json`` prints); :func:`format_report` prints it for people, with a token-length histogram.
+:func:`build_report` turns what a :class:`mmft.commands.datascan.DataChecker` found into one JSON-serialisable dict
+(what ``--json`` prints); :func:`format_report` prints it for people, with a token-length histogram.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ WARNING_KINDS = frozenset({"over_length_dropped", "shrunk_to_fit"})
 
 
 def build_report(checker, source) -> dict:
-    """Everything ``checker`` (a flushed :class:`mmft.datascan.DataChecker`) found, as one JSON-serialisable
+    """Everything ``checker`` (a flushed :class:`mmft.commands.datascan.DataChecker`) found, as one JSON-serialisable
     dict (what ``--json`` prints)."""
     import numpy as np
 

@@ -12,7 +12,8 @@ Every evaluation with generation writes ``eval_report.html`` next to ``eval_pred
 
 The gallery is capped at ``MAX_SAMPLES`` samples (the first ones, in dataset order) to keep the file small (about
 5 KB per sample with a thumbnail); the page says so, and every prediction is in the JSONL file anyway. Images are
-loaded through :func:`mmft.images.load_image` with the record's ``image_root`` and the generation collator's safety
+loaded through :func:`mmft.data.images.load_image` with the record's ``image_root`` and the generation collator's
+safety
 settings, so the report never reads a file or URL that evaluation itself would have refused. All text is escaped.
 """
 
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .images import load_image
+from ..data.images import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def sample_scores(metric_names: Sequence[str], predictions: Sequence[str],
 
     Returns the metric's name and one score per prediction.
     """
-    from .metrics import load_metric
+    from ..metrics import load_metric
 
     name = next((m for m in metric_names if m in PER_SAMPLE_METRICS), "exact_match")
     metric = load_metric(name)
@@ -106,7 +107,7 @@ def thumbnail_data_uri(record: Mapping, *, size: int = THUMBNAIL_SIZE,
                        **load_options) -> tuple[str | None, str | None]:
     """The record's first image as a ``data:image/jpeg;base64,...`` thumbnail (longest side ``size``).
 
-    ``load_options`` go to :func:`mmft.images.load_image` (``allow_outside_root``, ``allow_remote``,
+    ``load_options`` go to :func:`mmft.data.images.load_image` (``allow_outside_root``, ``allow_remote``,
     ``max_image_pixels``). Returns ``(uri, None)``, or ``(None, reason)`` when the record has no image or it cannot be
     loaded (the report is a by-product: an unreadable image is shown as such, not raised).
     """
@@ -316,7 +317,7 @@ def render_report(*, samples: Sequence[Sample], metrics: Mapping[str, Any], log_
     """The report page as a string (see the module docstring). ``samples`` are the gallery (already capped);
     ``total_samples`` the size of the evaluation set; ``task_metrics`` the metric names to highlight;
     ``comparison`` the old- and new-task scores before and after training of a continued run (rows with ``task``
-    "old"/"new", ``dataset``, ``metric``, ``before``, ``after``, ``change``; see ``mmft.continual``)."""
+    "old"/"new", ``dataset``, ``metric``, ``before``, ``after``, ``change``; see ``mmft.train.continual``)."""
     total = len(samples) if total_samples is None else total_samples
     parts = [
         "<!DOCTYPE html>",
@@ -391,11 +392,11 @@ def write_report(path: str | os.PathLike, *, records: Sequence[Mapping], predict
         log_history: ``trainer.state.log_history`` (training loss and earlier evaluations, for the curves).
         metric_names: the task metrics (``--metrics``); the first per-sample one scores the gallery.
         questions: the question shown per record (default: the last user turn's text).
-        image_options: keyword arguments for :func:`mmft.images.load_image` (the collator's safety settings).
+        image_options: keyword arguments for :func:`mmft.data.images.load_image` (the collator's safety settings).
         max_samples: gallery cap (the first samples in dataset order).
         comparison: old- and new-task scores before and after training (``render_report``).
     """
-    from .records import first_user_text
+    from ..data.records import first_user_text
 
     if not len(records) == len(predictions) == len(references):
         raise ValueError(f"write_report: {len(records)} records, {len(predictions)} predictions and "

@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import MissingPathError, UsageError
+from ..errors import MissingPathError, UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ answers with paragraphs and one small image with three large ones, so random bat
 
 - the text: the conversation rendered with the processor's chat template, exactly as the collator renders it, and
   tokenised (in batches: the fast tokenizer is quick; the chat template render dominates);
-- the images: each image's size from its *header* (``mmft.images.image_size``: no pixel is decoded), capped by
+- the images: each image's size from its *header* (``mmft.data.images.image_size``: no pixel is decoded), capped by
   ``max_pixels`` as the collator caps it, and turned into a token count by the processor's own rules
   (:class:`ImageTokenCounter`).
 
@@ -135,7 +135,7 @@ def _disk_cache_path(dataset, collator):
     import hashlib
     import json
 
-    from .testing import cache_dir
+    from ..testing import cache_dir
 
     records = getattr(dataset, "_canonical", None)
     if records is None:
@@ -186,7 +186,7 @@ def _write_disk_cache(path, lengths: list[int]) -> None:
 
 
 def _measure(dataset, collator, positions, progress: bool) -> list[int]:
-    from .collator import render
+    from ..train.collator import render
 
     counter = counter_for(collator)
     tokenizer = collator.tokenizer

@@ -1,7 +1,7 @@
 """``mmft data show``: one processed sample, exactly as the model sees it in training.
 
 The fastest way to see that the loss masking is right: the record goes through the real train-mode
-:class:`~mmft.collator.VLMCollator` (chat template, image expansion, labels), and the resulting token sequence is
+:class:`~mmft.train.collator.VLMCollator` (chat template, image expansion, labels), and the resulting token sequence is
 printed with the supervised tokens (``labels != -100``) highlighted, so a user checks at a glance that every
 assistant answer, with its end-of-turn token, is supervised and that nothing else is. Runs of image tokens are
 collapsed to ``<image xN>`` (one run per image for most families) so the text stays readable.
@@ -61,7 +61,7 @@ def image_token_ids(processor, family=None) -> set[int]:
 def segments(input_ids: list[int], labels: list[int], image_ids: set[int]) -> list[Segment]:
     """Split one sample into runs: each maximal run of one image token id is one ``image`` segment; the other
     tokens group into ``supervised`` (label set) and ``text`` runs."""
-    from .collator import IGNORE_INDEX
+    from ..train.collator import IGNORE_INDEX
 
     result: list[Segment] = []
     for token, label in zip(input_ids, labels):
@@ -96,8 +96,8 @@ def render_segments(parts: list[Segment], tokenizer, *, colour: bool) -> str:
 
 def _find_record(source, index: int):
     """The raw row at ``index`` (streamed up to it), converted; exits with the record's error if it is invalid."""
-    from .records import RecordError
-    from .sources import _convert
+    from ..data.records import RecordError
+    from ..data.sources import _convert
 
     if index < 0:
         sys.exit(f"mmft data show: --index must be >= 0, got {index}.")
@@ -138,7 +138,7 @@ def format_sample(
     record: dict, where: str, batch, collator, *, model: str, max_length: int | None, colour: bool
 ) -> str:
     """The header (ids, image-token counts, label statistics) and the highlighted token sequence."""
-    from .collator import IGNORE_INDEX
+    from ..train.collator import IGNORE_INDEX
 
     length = int(batch["attention_mask"][0].sum())
     input_ids = batch["input_ids"][0, :length].tolist()

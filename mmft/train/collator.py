@@ -2,8 +2,9 @@
 
 The collator runs in DataLoader workers. For each canonical record it
 
-1. loads its images (``mmft.images``: safe paths, RGB, ``max_pixels`` cap); in training, a record whose image
-   cannot be loaded is dropped and reported to the trainer, or stops the run (``on_bad_record``, ``mmft.badrecords``);
+1. loads its images (``mmft.data.images``: safe paths, RGB, ``max_pixels`` cap); in training, a record whose image
+   cannot be loaded is dropped and reported to the trainer, or stops the run (``on_bad_record``,
+   ``mmft.data.badrecords``);
 2. renders the conversation with the processor's own chat template;
 3. finds the assistant spans in the rendered text by *rendering prefixes and diffing*: the text of turn i
    is what ``messages[:i+1]`` adds to ``messages[:i]`` + generation prompt. This works for any template,
@@ -16,7 +17,7 @@ The collator runs in DataLoader workers. For each canonical record it
    (``error``, naming the record and its length), is dropped and counted (``drop``), or has its images downscaled
    until it fits, never below a floor, and is counted (``shrink``, see ``VLMCollator.shrink_to_fit``).
 
-In training it can also augment (opt-in, deterministic under the seed; ``mmft.augment``): images right after
+In training it can also augment (opt-in, deterministic under the seed; ``mmft.data.augment``): images right after
 loading, and user questions before rendering.
 
 Labels never depend on token ids, so ``pad_token == eos_token`` cannot erase the EOS label: padding is
@@ -34,13 +35,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import images as images_lib
-from .augment import ImageAugmenter, PromptParaphraser, sample_rng
-from .badrecords import BAD_RECORD_POLICIES, BAD_RECORDS_KEY, BadRecordError
-from .errors import UsageError
-from .families import Family, family_for_processor
-from .imagetokens import counter_for
-from .records import prompt_and_answer
+from ..data import images as images_lib
+from ..data.augment import ImageAugmenter, PromptParaphraser, sample_rng
+from ..data.badrecords import BAD_RECORD_POLICIES, BAD_RECORDS_KEY, BadRecordError
+from ..data.imagetokens import counter_for
+from ..data.records import prompt_and_answer
+from ..errors import UsageError
+from ..families import Family, family_for_processor
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +178,14 @@ class VLMCollator:
             tower never joins its parameter all-gathers and the others hang; under DDP a trainable projector left
             unused on one process breaks the gradient reduction. The extra sample has no labels, so the loss and
             its normalisation are unchanged. ``build_trainer`` turns it on when training on several processes.
-        augmenter: training-only image augmentation (``mmft.augment.ImageAugmenter``), applied after loading.
-        paraphraser: training-only question paraphrases (``mmft.augment.PromptParaphraser``) for user turns.
+        augmenter: training-only image augmentation (``mmft.data.augment.ImageAugmenter``), applied after loading.
+        paraphraser: training-only question paraphrases (``mmft.data.augment.PromptParaphraser``) for user turns.
         seed: with ``epoch`` (``set_epoch``) and the record id, the only input of the augmentation draws.
         on_bad_record: in training, what to do with a record whose image cannot be loaded (``ImageLoadError``:
             missing, refused, truncated, corrupt). ``None`` (default): the error propagates as it is (``mmft data
             check`` sorts it by kind). ``"error"``: raise ``BadRecordError`` naming the record, the file and the
             flag. ``"drop"``: leave the sample out of the batch, log its id and reason, and report it to the trainer
-            under ``BAD_RECORDS_KEY`` with the number of records the batch was given (``mmft.badrecords``).
+            under ``BAD_RECORDS_KEY`` with the number of records the batch was given (``mmft.data.badrecords``).
     """
 
     processor: Any
@@ -246,7 +247,7 @@ class VLMCollator:
         return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by the trainer (``mmft.augment.CollatorEpochCallback``) as each epoch begins."""
+        """Called by the trainer (``mmft.data.augment.CollatorEpochCallback``) as each epoch begins."""
         self._epoch.fill_(int(epoch))
 
     @property
@@ -458,7 +459,7 @@ class VLMCollator:
         resampling never compounds. The length the sample ends with is always the processor's own count of the
         shrunk sample, whatever the family's rule (dynamic resolution, anyres tiles, image splitting...).
 
-        Where the processor's image token count is arithmetic (:class:`~mmft.imagetokens.ImageTokenCounter` with
+        Where the processor's image token count is arithmetic (:class:`~mmft.data.imagetokens.ImageTokenCounter` with
         the ``helper`` method: Qwen2-VL and other dynamic-resolution processors), the largest factor that fits is
         found by that arithmetic (to within ``PREDICTED_SHRINK_PRECISION``), and one processor call on the shrunk
         sample confirms it: one call per shrink instead of up to ``1 + MAX_SHRINK_PROBES``. When the arithmetic

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -241,7 +241,7 @@ def shapes_split_path(split: str, size: int | None = None, root: str | os.PathLi
                       dataset: str = "shapes") -> Path:
     """Return the JSONL of a built-in split (``dataset``: shapes, shapes-captions, shapes-multiturn), generating it
     into the mmft cache once."""
-    from .testing import cache_dir
+    from ..testing import cache_dir
 
     if dataset not in DATASET_TASKS:
         raise UsageError(f"Unknown built-in dataset {dataset!r}; choose one of {', '.join(DATASET_TASKS)}.")

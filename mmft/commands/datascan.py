@@ -1,9 +1,10 @@
-"""The checks of ``mmft data check``: each raw row of a source, in constant memory (see :mod:`mmft.datacheck`).
+"""The checks of ``mmft data check``: each raw row of a source, in constant memory (see
+:mod:`mmft.commands.datacheck`).
 
 :class:`DataChecker` takes rows one at a time (:meth:`DataChecker.check_row`): conversion through the training
-path's :func:`mmft.records.to_canonical`, duplicate ids, image headers (and end markers) read without decoding, and,
-with a collator, the real token count of every valid record in small batches, judged by the training
-``--overlength_policy``. :meth:`DataChecker.report` is the report (:mod:`mmft.datareport`).
+path's :func:`mmft.data.records.to_canonical`, duplicate ids, image headers (and end markers) read without decoding,
+and, with a collator, the real token count of every valid record in small batches, judged by the training
+``--overlength_policy``. :meth:`DataChecker.report` is the report (:mod:`mmft.commands.datareport`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..data.records import RecordError, to_canonical
 from .datareport import WARNING_KINDS, build_report
 from .datastream import RawRow, Source
-from .records import RecordError, to_canonical
 
 __all__ = ["CheckOptions", "DataChecker", "classify_record_error"]
 
@@ -95,7 +96,7 @@ class _Pending:
 class CheckOptions:
     """What ``mmft data check`` checks; the fields mirror its flags (and the training flags of the same names)."""
 
-    max_image_pixels: int | None = None  # None: mmft.images.DEFAULT_MAX_IMAGE_PIXELS
+    max_image_pixels: int | None = None  # None: mmft.data.images.DEFAULT_MAX_IMAGE_PIXELS
     allow_images_outside_root: bool = False
     allow_remote_images: bool = False
     decode_images: bool = False
@@ -132,13 +133,13 @@ def classify_record_error(error: RecordError) -> str:
 class DataChecker:
     """Checks raw rows one at a time (:meth:`check_row`) and builds the report (:meth:`report`).
 
-    ``collator`` (a train-mode :class:`~mmft.collator.VLMCollator` with no length limit) switches on the model
+    ``collator`` (a train-mode :class:`~mmft.train.collator.VLMCollator` with no length limit) switches on the model
     checks: every valid record is run through it, in small batches, and its real token count compared with
     ``options.max_length``.
     """
 
     def __init__(self, options: CheckOptions, *, collator=None, model_name: str | None = None):
-        from . import images as images_lib
+        from ..data import images as images_lib
 
         self.options = options
         self.collator = collator
@@ -303,7 +304,7 @@ class DataChecker:
                     self._model_problem(item, error)
 
     def _measure(self, items: list[_Pending]) -> None:
-        from .collator import IGNORE_INDEX
+        from ..train.collator import IGNORE_INDEX
 
         batch = self.collator([item.record for item in items])
         lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -318,7 +319,7 @@ class DataChecker:
     def _over_length(self, item: _Pending, length: int) -> None:
         """An over-long sample, judged by the training policy: an error, a drop (warning), or a shrink that the
         collator itself tries (warning when it fits, error with the collator's reason when it cannot)."""
-        from .collator import OverlengthError
+        from ..train.collator import OverlengthError
 
         record_id, max_length = item.record["id"], self.options.max_length
         over = f"record {record_id!r} is {length} tokens after image expansion, over max_length={max_length}"
@@ -346,8 +347,8 @@ class DataChecker:
         )
 
     def _model_problem(self, item: _Pending, error: Exception) -> None:
-        from .collator import LabelAlignmentError
-        from .families import UnsupportedRecordError
+        from ..families import UnsupportedRecordError
+        from ..train.collator import LabelAlignmentError
 
         if isinstance(error, self._images.ImageLoadError):
             kind = "unreadable_image"  # header fine, pixels not: only a full decode finds these

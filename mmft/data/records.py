@@ -65,7 +65,7 @@ import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
@@ -685,7 +685,7 @@ def validate_all(
     Reporting every bad record at once lets a user fix a dataset in one pass instead of one crash at a time.
     ``transform(raw, index)`` maps a raw row into a record first (a data card's column mapping); its RecordErrors
     are listed with the others. With ``invalid`` (a list), nothing is raised: each invalid row is appended to it as
-    ``(index, RecordError)`` and left out of the result (training's ``--on_bad_record``, see ``mmft.badrecords``).
+    ``(index, RecordError)`` and left out of the result (training's ``--on_bad_record``, see ``mmft.data.badrecords``).
     """
     records: list[dict] = []
     errors: list[RecordError] = []

@@ -2,7 +2,7 @@
 
 A local ``.jsonl`` is read here, line by line, so an invalid line is a reported row and the pass goes on; a ``.json``
 file is parsed whole (one JSON document); everything else (built-in names, data cards, Parquet/CSV files, saved or
-plain folders, Hub ids) is opened with :func:`mmft.sources.load_records` in streaming mode. Rows that are not
+plain folders, Hub ids) is opened with :func:`mmft.data.sources.load_records` in streaming mode. Rows that are not
 LLaVA/chat records go through the training loader's column mapping (``Source.transform``).
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingPathError, UsageError
-from .records import RecordError, _record_id
+from ..data.records import RecordError, _record_id
+from ..errors import MissingPathError, UsageError
 
 __all__ = ["RawRow", "Source", "open_source"]
 
@@ -58,7 +58,7 @@ def open_source(
     prompt_template: str | None = None,
 ) -> Source:
     """Open ``source`` for one streaming pass over its raw rows: a local .jsonl/.json file (read here, so that an
-    invalid line is reported and the pass goes on), or anything :func:`mmft.sources.load_records` takes (built-in
+    invalid line is reported and the pass goes on), or anything :func:`mmft.data.sources.load_records` takes (built-in
     names, data cards, Parquet/CSV files, saved or plain folders, Hub ids), streamed.
 
     ``columns`` (``{role: column}``, as ``DataArguments.column_overrides()`` gives the ``--column_*`` flags) and
@@ -79,9 +79,9 @@ def open_source(
 
 
 class _DetectFromFirstRow:
-    """Training's first-row column detection (``mmft.sources.DetectOnFirstRow``), except that a row whose columns fit
-    no layout is reported as that record's problem and the next row is tried (a broken first record must not hide
-    the rest of the file). ``mmft.sources`` (and torch) load on the first row, keeping ``mmft --help`` fast."""
+    """Training's first-row column detection (``mmft.data.sources.DetectOnFirstRow``), except that a row whose columns
+    fit no layout is reported as that record's problem and the next row is tried (a broken first record must not hide
+    the rest of the file). ``mmft.data.sources`` (and torch) load on the first row, keeping ``mmft --help`` fast."""
 
     def __init__(self, source: str, columns: Mapping[str, str] | None = None, prompt_template: str | None = None):
         self.source = source
@@ -89,7 +89,7 @@ class _DetectFromFirstRow:
         self.detector = None
 
     def __call__(self, row, index: int):
-        from .sources import DetectOnFirstRow, SourceError
+        from ..data.sources import DetectOnFirstRow, SourceError
 
         if not isinstance(row, Mapping):
             return row  # to_canonical names what is wrong with it
@@ -188,7 +188,7 @@ def _streamed_source(
     """Everything but local JSON files: ``load_records(streaming=True)`` finds the data (card, file, folder, Hub id)
     and its column mapping; its raw rows are then mapped and converted here, one by one, so a bad record is reported
     and the pass goes on instead of stopping at the first."""
-    from .sources import load_records
+    from ..data.sources import load_records
 
     records = load_records(
         name,

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from .collator import IGNORE_INDEX
-from .errors import UsageError
 
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 # Per-token keys laid out like input_ids: flattened with it. Everything else (pixels, image sizes, grids) is
@@ -42,7 +42,7 @@ class PaddingFreeError(UsageError):
 
 def check_padding_free(model, device: torch.device | str | None) -> None:
     """Raise ``PaddingFreeError`` unless ``model`` on ``device`` can train on padding-free batches."""
-    from .families import GENERIC, family_for
+    from ..families import GENERIC, family_for
 
     config = getattr(model, "config", None)
     family = family_for(model)

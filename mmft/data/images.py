@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "check_image_file", "fit_to_pixels", "image_size", "load_image",

@@ -21,7 +21,7 @@ splits), which task and metric it serves, and how its columns map into a record:
 without a card: :func:`detect_mapping` recognises the common layouts from the column names, and the ``--column_*``
 flags name columns explicitly.
 
-How a row becomes a record, per format (the record is the HF chat form that :func:`mmft.records.to_canonical`
+How a row becomes a record, per format (the record is the HF chat form that :func:`mmft.data.records.to_canonical`
 accepts, so every record is validated by the same code whatever its source):
 
 - ``llava`` / ``messages``: the conversation column is used as is (``conversations`` from/value turns or ``messages``
@@ -55,8 +55,8 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
-from .metrics import DEFAULT_METRICS, available_metrics
+from ..errors import UsageError
+from ..metrics import DEFAULT_METRICS, available_metrics
 from .records import RecordError
 
 __all__ = [

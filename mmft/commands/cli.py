@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UsageError, report_usage_errors
+from ..errors import UsageError, report_usage_errors
 
 
 def _info(args):
@@ -22,13 +22,13 @@ def _info(args):
             print(f"{package:<13}{metadata.version(package)}")
         except metadata.PackageNotFoundError:
             print(f"{package:<13}not installed")
-    from .testing import builtin_model_names
+    from ..testing import builtin_model_names
 
     print("built-in models: " + ", ".join(builtin_model_names()))
 
 
 def _build_tiny_model(args):
-    from .testing import BUILTIN_MODELS, build_tiny_llava, builtin_model_names, tiny_fixtures
+    from ..testing import BUILTIN_MODELS, build_tiny_llava, builtin_model_names, tiny_fixtures
 
     if args.name in BUILTIN_MODELS:
         build_tiny_llava(args.out_dir, BUILTIN_MODELS[args.name])
@@ -45,7 +45,7 @@ def _build_tiny_model(args):
 
 
 def _shapes(args):
-    from .shapes import TASK_SPLITS, write_split
+    from ..data.shapes import TASK_SPLITS, write_split
 
     splits = TASK_SPLITS[args.task]
     for split in args.splits:
@@ -55,15 +55,15 @@ def _shapes(args):
 
 
 def _merge(args):
-    from .inference import run_command
-    from .merge import merge_adapter
+    from ..evaluation.inference import run_command
+    from ..hub.merge import merge_adapter
 
     run_command("merge", merge_adapter, adapter_dir=args.adapter_dir, out_dir=args.out_dir, dtype=args.dtype,
                 base=args.base, trust_remote_code=args.trust_remote_code)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
+    from ..dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
     parser = argparse.ArgumentParser(prog="mmft", description=" ".join(__doc__.split()).replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="Print package versions and the built-in tiny models.")
@@ -100,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .datacheck import add_data_commands  # light: its heavy imports wait inside the handlers
 
     add_data_commands(commands)  # mmft data check | data show
-    from .inference import add_inference_commands  # light: torch and transformers load inside the handlers
+    from ..evaluation.inference import add_inference_commands  # light: torch and transformers load inside the handlers
 
     add_inference_commands(commands)  # mmft eval | predict
-    from .contrastive.embed import add_embed_command  # light: torch and the model load inside the handler
+    from ..contrastive.embed import add_embed_command  # light: torch and the model load inside the handler
 
     add_embed_command(commands)  # mmft embed
     return parser

@@ -3,7 +3,7 @@
 A team retrains every month on new data instead of starting over. Three pieces make that a run like any other:
 
 - **The starting adapter** (``--adapter_name_or_path``, a local folder or a Hub id at ``--adapter_revision``):
-  :func:`resolve_starting_adapter` reads its ``adapter_config.json`` (``mmft.merge.read_adapter_config``: a
+  :func:`resolve_starting_adapter` reads its ``adapter_config.json`` (``mmft.hub.merge.read_adapter_config``: a
   safetensors LoRA/DoRA adapter, or a clear error), takes the base model and revision it records as the run's model
   (naming another one is :class:`BaseModelMismatchError`), and ``modeling.prepare_model_for_training`` loads the
   adapter's weights *trainable*, with its own shape, instead of attaching a fresh one. The optimizer and schedule
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from .augment import CollatorEpochCallback
-from .errors import UsageError
+from ..data.augment import CollatorEpochCallback
+from ..errors import UsageError
 
 logger = logging.getLogger("mmft")
 
-ADAPTER_CONFIG = "adapter_config.json"  # mmft.merge's name too; merge is imported only when an adapter is read
+ADAPTER_CONFIG = "adapter_config.json"  # mmft.hub.merge's name too; merge is imported only when an adapter is read
 RETENTION_FILE = "retention_results.json"
 RETENTION_PREFIX = "retention"
 BEFORE_SUFFIX = "before_train"
@@ -111,7 +111,7 @@ def _download_adapter(repo_id: str, revision: str | None, token=None) -> Path:
 def _model_identity(name: str) -> str:
     """A comparable identity of a model name: the real path of local and built-in models, the Hub id otherwise."""
     if name.startswith("mmft:"):
-        from .testing import resolve_builtin_model
+        from ..testing import resolve_builtin_model
 
         try:
             name = resolve_builtin_model(name)
@@ -122,7 +122,7 @@ def _model_identity(name: str) -> str:
 
 
 def _recorded_base_usable(name: str) -> bool:
-    from .merge import hub_id
+    from ..hub.merge import hub_id
 
     return name.startswith("mmft:") or Path(name).expanduser().exists() or hub_id(name) is not None
 
@@ -135,7 +135,7 @@ def resolve_starting_adapter(model_args, training_args=None) -> StartingAdapter 
     ``--hub_model_id``, ``training_args.hub_model_id`` to the parent's Hub id (the new version is a new commit of
     the same repository). Returns ``None`` when no adapter was given.
     """
-    from .merge import hub_id, read_adapter_config
+    from ..hub.merge import hub_id, read_adapter_config
 
     name = getattr(model_args, "adapter_name_or_path", None)
     if not name:
@@ -205,7 +205,7 @@ def _adopt_base(model_args, adapter_name: str, base: str, base_revision: str | N
 
 def load_starting_processor(adapter: StartingAdapter, model_args):
     """The processor saved with the adapter (the chat template its run trained with), else the base model's."""
-    from .merge import load_processor_for_merge
+    from ..hub.merge import load_processor_for_merge
     from .modeling import resolve_model_path
 
     processor, _ = load_processor_for_merge(adapter.path, resolve_model_path(model_args.model_name_or_path),
@@ -308,7 +308,7 @@ class ReplayEpochCallback(CollatorEpochCallback):
 
 def mix_in_replay(train, data_args, seed: int):
     """``train`` with ``--replay_dataset_name`` mixed in (``ReplayMixture``), or ``train`` unchanged without it."""
-    from .sources import load_records
+    from ..data.sources import load_records
 
     if not data_args.replay_dataset_name:
         return train
@@ -354,7 +354,7 @@ def _scored_with(args, metrics: list[str]):
 
 
 def _scores(metrics: dict, prefix: str) -> dict[str, float]:
-    from .hub import _NOT_METRICS
+    from ..hub.card import _NOT_METRICS
 
     start = prefix + "_"
     out = {}
@@ -396,8 +396,8 @@ class Retention:
     @classmethod
     def from_args(cls, data_args, training_args) -> Retention | None:
         """The ``--retention_eval_dataset_name`` sets, loaded (``None`` without any)."""
-        from .cards import default_metrics
-        from .sources import load_records
+        from ..data.cards import default_metrics
+        from ..data.sources import load_records
 
         names = data_args.retention_eval_dataset_name or []
         if isinstance(names, str):
@@ -418,7 +418,7 @@ class Retention:
         split = data_args.retention_eval_split or data_args.eval_split or "test"
         sets, keys = [], set()
         for name in names:
-            from .hub import dataset_source
+            from ..hub.card import dataset_source
 
             key = _slug(dataset_source(name).name)
             base_key, n = key, 2
@@ -447,7 +447,7 @@ class Retention:
 
     def evaluate(self, trainer, *, before: bool) -> dict[str, float]:
         """Score every old-task set (each with its own metrics); returns the metrics under their prefixes."""
-        from .families import check_records_fit_family, family_for
+        from ..families import check_records_fit_family, family_for
 
         out = {}
         for retention_set in self.sets:
@@ -565,7 +565,7 @@ def _drop(metric: str, row: dict) -> float | None:
 
 
 def _public_name(name) -> str:
-    from .hub import dataset_source
+    from ..hub.card import dataset_source
 
     return dataset_source(name).name
 

@@ -9,15 +9,15 @@ accelerate launch recipes/instruct.py ...``.
 
 How each check is made, and why:
 
-- **Records** go through :func:`mmft.records.to_canonical`, the very conversion training uses, so "valid here"
-  means "valid in training". Its :class:`~mmft.records.RecordError` is sorted into a kind (bad roles, empty turn,
+- **Records** go through :func:`mmft.data.records.to_canonical`, the very conversion training uses, so "valid here"
+  means "valid in training". Its :class:`~mmft.data.records.RecordError` is sorted into a kind (bad roles, empty turn,
   placeholder/image mismatch, malformed record) by what it says.
-- **Images** are checked with :func:`mmft.images.image_size`: the same path rules as training (relative to the
+- **Images** are checked with :func:`mmft.data.images.image_size`: the same path rules as training (relative to the
   image root, nothing escaping it) and a header-only read, so no pixel is decoded and memory stays flat however
   large the images are. A truncated PNG or JPEG is caught too, by its missing end marker (``IEND`` / ``EOI``:
   a few bytes read at the end of the file). A file cut elsewhere, or corrupt inside its pixel data, passes;
   ``--decode_images`` (or ``--model``, which runs the real collator) decodes every image to catch those too.
-- **Lengths** with ``--model`` come from the real :class:`~mmft.collator.VLMCollator` in train mode: the same
+- **Lengths** with ``--model`` come from the real :class:`~mmft.train.collator.VLMCollator` in train mode: the same
   chat template, image expansion and label construction as training, so the count is the collator's own (its
   ``attention_mask`` sum) rather than an estimate, and label problems (nothing to supervise, a template the label
   builder cannot follow) surface here too. Over-long samples are judged by the ``--overlength_policy`` training
@@ -26,7 +26,7 @@ How each check is made, and why:
   tokenizer: the histogram then counts whitespace-separated words of the text, which is only a rough guide.
 - **Sources**: a local ``.jsonl`` is read here, line by line, so an invalid line is reported and the pass goes on;
   everything else (built-in names, data cards, Parquet/CSV files, saved or plain folders, Hub ids) is opened with
-  :func:`mmft.sources.load_records` in streaming mode. Rows that are not LLaVA/chat records (question/answer,
+  :func:`mmft.data.sources.load_records` in streaming mode. Rows that are not LLaVA/chat records (question/answer,
   caption ... columns) go through the same column mapping as in training (the card's, or the detected one), with
   the training loader's ``--column_*`` and ``--prompt_template`` flags, which both commands accept.
 - **Memory**: nothing is loaded whole except a ``.json`` file (one JSON document: convert big ones to ``.jsonl``).
@@ -34,10 +34,12 @@ How each check is made, and why:
   sizes: about 20 bytes), so a million records add about 20 MB; the ids listed per problem kind are capped
   (``--max_listed``) while every problem is counted.
 
-The pieces, one job each: :mod:`mmft.datastream` opens a source and streams its raw rows, :mod:`mmft.datascan`
-checks them, :mod:`mmft.datareport` builds and prints the report, :mod:`mmft.dataargs` holds the flags and wiring
-``data check`` shares with ``mmft data show`` (:mod:`mmft.datashow`: one processed sample as the model sees it);
-this module runs the check and registers both commands.
+The pieces, one job each: :mod:`mmft.commands.datastream` opens a source and streams its raw rows,
+:mod:`mmft.commands.datascan`
+checks them, :mod:`mmft.commands.datareport` builds and prints the report, :mod:`mmft.commands.dataargs` holds the
+flags and wiring
+``data check`` shares with ``mmft data show`` (:mod:`mmft.commands.datashow`: one processed sample as the model sees
+it); this module runs the check and registers both commands.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def check_source(
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The command line (registered by mmft.cli; heavy imports stay inside the handlers)
+# The command line (registered by mmft.commands.cli; heavy imports stay inside the handlers)
 
 
 def _check_command(args) -> None:
@@ -143,7 +145,7 @@ def _single_threaded(active: bool):
 
 def add_data_commands(commands) -> None:
     """Add ``mmft data check`` and ``mmft data show`` to the ``mmft`` subcommands."""
-    from .config import DataArguments
+    from ..config import DataArguments
     data = commands.add_parser("data", help="Check a dataset before training, or show a sample as the model sees it.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
