@@ -16,8 +16,8 @@ import datasets
 import PIL.Image
 import pytest
 
-from mmft import cards
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.data import cards
 from mmft.data.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
 from mmft.data.records import RecordError
 from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
@@ -227,7 +227,7 @@ def test_cards_cover_the_issue_list_and_are_found_by_name_and_hub_id():
 def test_training_and_mmft_eval_take_the_same_default_metrics(tmp_path, monkeypatch):
     # One rule for both: the card's metrics, even none (instruction sets), else DEFAULT_METRICS. `mmft eval` once
     # fell back to the default for a card naming none, scoring metrics the run never reported.
-    from mmft import inference
+    from mmft.evaluation import inference
     from mmft.metrics import DEFAULT_METRICS
     from mmft.workflow import default_metrics
 

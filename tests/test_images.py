@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from mmft import images
+from mmft.data import images
 from mmft.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, fit_to_pixels, image_size, load_image
 
 RED = (255, 0, 0)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import AyaVisionConfig, LlamaConfig, LlavaConfig, MistralConfig, Qwen2VLConfig
 
-from mmft import liger
+from mmft.train import liger
 from mmft.train.liger import LigerUnavailableError, check_liger
 
 ON = SimpleNamespace(use_liger_kernel=True, use_cpu=False)

@@ -184,7 +184,7 @@ def test_gradient_checkpointing_defaults_to_non_reentrant_but_keeps_user_kwargs(
 def test_qlora_without_cuda_or_bitsandbytes_fails_at_start_saying_what_to_do(missing, tiny_llava_dir, monkeypatch):
     import transformers
 
-    from mmft import modeling
+    from mmft.train import modeling
 
     # Simulate the machine: the other requirement present, this one missing (true on CPU CI for "cuda" anyway).
     monkeypatch.setattr(modeling.torch.cuda, "is_available", lambda: missing != "cuda")

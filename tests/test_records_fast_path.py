@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from mmft import records
+from mmft.data import records
 from mmft.data.records import RecordError, gc_paused, to_canonical
 from mmft.data.sources import load_records
 

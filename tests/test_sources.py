@@ -17,7 +17,7 @@ import PIL.Image
 import PIL.ImageFile
 import pytest
 
-from mmft import shapes
+from mmft.data import shapes
 from mmft.data.records import RecordError
 from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records, read_json_records
 

@@ -76,7 +76,7 @@ __all__ = [
 
 # Where the bundled cards live (the repository's data_cards/); MMFT_DATA_CARDS adds folders (os.pathsep-separated),
 # searched first, so a team can keep its own cards without touching the package.
-CARDS_DIR = Path(__file__).resolve().parent.parent / "data_cards"
+CARDS_DIR = Path(__file__).resolve().parents[2] / "data_cards"  # the repository's data_cards/
 
 FORMATS = ("llava", "messages", "cauldron", "vqa", "caption", "multiple_choice")
 # retrieval / zero_shot: cards for the contrastive recipe (recipes/retrieval.py); zero_shot cards add class_names
