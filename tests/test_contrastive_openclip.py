@@ -8,8 +8,9 @@ import math
 
 import pytest
 import torch
+from _requirements import require_installed
 
-pytest.importorskip("open_clip", reason="open_clip_torch not installed")
+require_installed("open_clip", "pip install -e '.[test]' brings open_clip_torch")
 
 from mmft.config import DataArguments, ModelArguments  # noqa: E402
 from mmft.contrastive.config import ContrastiveArguments, ContrastiveTrainingArguments  # noqa: E402

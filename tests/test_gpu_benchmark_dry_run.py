@@ -6,7 +6,6 @@ trains each with mmft and TRL, LoRA and full fine-tuning: ~10 s on one CPU core.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -14,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from _requirements import require_installed
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("trl") is None,
-                                reason="trl is not installed (pip install -e '.[test]' brings it): the dry run "
-                                       "times mmft against TRL's SFTTrainer")
+require_installed("trl", "pip install -e '.[test]' brings it: the dry run times mmft against TRL's SFTTrainer")
 ROW = re.compile(r"^(lora|full)\s+(base|padding_free|liger)\s+(mmft|trl)\s+(.*)$")
 
 
