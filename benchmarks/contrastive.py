@@ -57,7 +57,8 @@ class StepClock:
 def run_mmft(args, records) -> float:
     from transformers import TrainerCallback
 
-    from mmft.config import DataArguments, ModelArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.contrastive.config import ContrastiveArguments, ContrastiveTrainingArguments
     from mmft.contrastive.workflow import build_contrastive_trainer
 

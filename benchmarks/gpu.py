@@ -284,7 +284,8 @@ def run(name: str, which: str, method: str, variant: str, make, processor, confi
         args, out: Path) -> dict:
     from transformers import TrainerCallback
 
-    from mmft.config import ModelArguments, VLMTrainingArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.train.collator import VLMCollator
     from mmft.train.modeling import prepare_model_for_training
 

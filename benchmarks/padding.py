@@ -47,7 +47,7 @@ def main():
     from throughput import MODEL, trl_dataset, write_mixed
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    from mmft.config import ModelArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.data.lengths import (
         LengthGroupedSampler,
         estimated_real_token_fraction,

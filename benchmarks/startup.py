@@ -53,7 +53,9 @@ def child(path: str, group_by_length: bool) -> None:
     marks = {"start": now()}
     from transformers import TrainerCallback
 
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 

@@ -162,7 +162,9 @@ def run_mmft(args, train, out: Path, epochs: float, group_by_length: bool | None
     """``group_by_length`` None passes no grouping flag at all: the default ``--train_sampling_strategy auto`` decides
     (issue #16: what a user gets without flags). ``accumulate`` > 1 splits each step's batch into that many grouped
     micro-batches (same samples per step): each micro-batch holds one length group, but a step mixes several."""
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.workflow import build_trainer
 
     kwargs = common_training_kwargs(args, out, epochs)
@@ -180,7 +182,7 @@ def run_trl(args, train_hf, out: Path, epochs: float):
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from mmft.config import ModelArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.train.modeling import load_model, load_processor, prepare_model_for_training
 
     model_args = ModelArguments(**MODEL)
@@ -202,7 +204,7 @@ def score(model, evaluation, descriptions, out: Path) -> tuple[float, float, flo
     """
     import torch
 
-    from mmft.config import ModelArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.evaluation.inference import build_inference_trainer
     from mmft.families import family_for
     from mmft.train.collator import VLMCollator
@@ -261,7 +263,7 @@ def main():
     transformers.logging.set_verbosity_error()
     import trl
 
-    from mmft.config import ModelArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.data.lengths import record_lengths
     from mmft.data.shapes import write_split
     from mmft.data.sources import load_records

@@ -27,7 +27,10 @@ from pathlib import Path
 from torch.utils.data import Subset
 from transformers import set_seed
 
-from .config import DataArguments, ModelArguments, VLMTrainingArguments, metric_names, parse_args
+from .config.data_args import DataArguments
+from .config.model_args import ModelArguments
+from .config.parsing import parse_args
+from .config.training_args import VLMTrainingArguments, metric_names
 from .train.checkpoints import resolve_resume_checkpoint
 from .train.continual import Retention, push_commit_message, push_deferred
 from .workflow import build_trainer, load_datasets, setup_logging

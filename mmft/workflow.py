@@ -17,7 +17,9 @@ import sys
 import torch
 from transformers import set_seed
 
-from .config import DataArguments, ModelArguments, VLMTrainingArguments
+from .config.data_args import DataArguments
+from .config.model_args import ModelArguments
+from .config.training_args import VLMTrainingArguments
 from .data.augment import ImageAugmenter, PromptParaphraser
 from .data.badrecords import BadRecordLedger, check_policy, scan_dataset
 from .data.cards import default_metrics

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmft.config import VLMTrainingArguments, parse_args
+from mmft.config.parsing import parse_args
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.data.lengths import (
     MIN_GROUPING_BATCHES,
     LengthGroupedSampler,
@@ -110,7 +111,8 @@ def test_grouping_never_batches_records_by_the_content_that_fixes_their_length(t
 
 
 def _trainer(tiny_llava_dir, tmp_path, train, eval_dataset=None, **kwargs):
-    from mmft.config import DataArguments, ModelArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.workflow import build_trainer
 
     args = VLMTrainingArguments(output_dir=str(tmp_path / "out"), save_strategy="no", report_to="none",

@@ -11,7 +11,9 @@ import torch
 from bad_corpus import EXPECTED_BAD, GOOD_IDS, MAX_IMAGE_PIXELS, bad_ids, encoded, noisy_image, write_bad_corpus
 from PIL import Image, ImageFile
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.data import images
 from mmft.data.badrecords import BAD_RECORDS_KEY, BadRecordError, too_many
 from mmft.data.records import to_canonical

@@ -16,7 +16,9 @@ import datasets
 import PIL.Image
 import pytest
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.data import cards
 from mmft.data.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
 from mmft.data.records import RecordError
@@ -523,7 +525,7 @@ def test_mapping_rows_decodes_no_image(monkeypatch):
 
 
 def test_metrics_default_to_the_data_cards_and_an_explicit_flag_wins(tmp_path):
-    from mmft.config import parse_args
+    from mmft.config.parsing import parse_args
     from mmft.workflow import resolve_metrics
 
     def resolved(*flags):

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments, parse_args
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.parsing import parse_args
+from mmft.config.training_args import VLMTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "recipes" / "configs" / "vqa" / "tiny-llava_shapes_full.yaml"

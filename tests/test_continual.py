@@ -15,7 +15,9 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.hf_api import RepoUrl
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
 from mmft.recipe import finetune
 from mmft.train.continual import (

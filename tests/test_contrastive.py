@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.config import DataArguments, ModelArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
 from mmft.contrastive.collator import ContrastiveCollator
 from mmft.contrastive.config import ContrastiveArguments, ContrastiveTrainingArguments
 from mmft.contrastive.evaluation import embed_images, embed_texts, recall_at_k

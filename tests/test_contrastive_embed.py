@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from mmft.commands.cli import main
-from mmft.config import ModelArguments
+from mmft.config.model_args import ModelArguments
 from mmft.contrastive.embed import read_embeddings
 from mmft.contrastive.models import load_dual_encoder, save_trained
 from mmft.contrastive.towers import configure_towers

@@ -12,7 +12,8 @@ from _requirements import require_installed
 
 require_installed("open_clip", "pip install -e '.[test]' brings open_clip_torch")
 
-from mmft.config import DataArguments, ModelArguments  # noqa: E402
+from mmft.config.data_args import DataArguments  # noqa: E402
+from mmft.config.model_args import ModelArguments  # noqa: E402
 from mmft.contrastive.config import ContrastiveArguments, ContrastiveTrainingArguments  # noqa: E402
 from mmft.contrastive.evaluation import embed_images, embed_texts  # noqa: E402
 from mmft.contrastive.models import load_dual_encoder, load_trained  # noqa: E402

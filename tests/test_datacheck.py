@@ -465,7 +465,7 @@ def test_column_flags_and_prompt_template_reach_the_training_mapping(tmp_path):
     from mmft.commands.cli import build_parser
     from mmft.commands.dataargs import column_overrides, open_or_exit
     from mmft.commands.datashow import _find_record
-    from mmft.config import DataArguments
+    from mmft.config.data_args import DataArguments
     from mmft.data.sources import load_records
 
     path = _renamed_qa_file(tmp_path)

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.config import ModelArguments
+from mmft.config.model_args import ModelArguments
 from mmft.data.records import to_canonical
 from mmft.families import UnsupportedRecordError, family_for
 from mmft.testing import tiny_fixtures, tiny_model_path

@@ -111,7 +111,7 @@ def test_llama4_pixels_follow_the_vision_tower_dtype(dtype):
     import torch
     from PIL import Image
 
-    from mmft.config import ModelArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.data.records import to_canonical
     from mmft.testing import tiny_model_path
     from mmft.train.modeling import load_model, load_processor

@@ -17,7 +17,9 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.data.sources import load_records
 from mmft.hub.card import (
     TOKEN_PLACEHOLDER,

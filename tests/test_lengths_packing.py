@@ -211,7 +211,9 @@ def test_padding_free_refusals_name_the_reason():
 
 def test_group_by_length_is_wired_into_the_trainer(tiny_llava_dir, shapes_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 
@@ -237,7 +239,9 @@ def test_group_by_length_is_wired_into_the_trainer(tiny_llava_dir, shapes_dir, t
 
 def test_group_by_length_keeps_random_order_on_uniform_data(tiny_llava_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MMFT_CACHE", str(tmp_path / "cache"))
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.data.shapes import write_split
     from mmft.data.sources import load_records
     from mmft.workflow import build_trainer

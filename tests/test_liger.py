@@ -84,7 +84,9 @@ def test_model_types_judged_by_the_installed_table(fake_liger):
 
 def test_build_trainer_checks_the_loaded_model(fake_liger, tiny_llava_dir, tmp_path):
     """Wired into build_trainer: the tiny LLaVA (Llama text model) is refused by a table without 'llava'."""
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.workflow import build_trainer
 
     del fake_liger.MODEL_TYPE_TO_APPLY_LIGER_FN["llava"]

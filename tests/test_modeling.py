@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from torch import nn
 
-from mmft.config import ModelArguments
+from mmft.config.model_args import ModelArguments
 from mmft.families import GENERIC, family_for
 from mmft.train.modeling import (
     component_paths,

@@ -48,7 +48,8 @@ def test_configs_exist_for_every_recipe_and_enough_real_models():
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_parses_with_its_recipe(path, tmp_path):
-    from mmft.config import DataArguments, ModelArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
     from mmft.metrics import metric_path
 
     values = yaml.safe_load(path.read_text())

@@ -219,7 +219,9 @@ def test_report_screenshot(report, tmp_path):
 
 
 def test_evaluation_writes_the_report_next_to_the_predictions(tiny_llava_dir, shapes_dir, tmp_path):
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
     from mmft.data.sources import load_records
     from mmft.workflow import build_trainer
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.data.sources import load_records
 from mmft.workflow import build_trainer
 

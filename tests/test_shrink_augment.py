@@ -20,7 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+from mmft.config.data_args import DataArguments
+from mmft.config.model_args import ModelArguments
+from mmft.config.training_args import VLMTrainingArguments
 from mmft.data.augment import ImageAugmenter, PromptParaphraser
 from mmft.data.records import to_canonical
 from mmft.testing import tiny_model_path

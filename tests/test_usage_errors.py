@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mmft.config import CONFLICTS, parse_args, settle_conflicts
+from mmft.config.conflicts import CONFLICTS, settle_conflicts
+from mmft.config.parsing import parse_args
 from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +139,9 @@ def test_a_config_value_gives_way_to_the_flag_it_contradicts_on_either_side(tmp_
 def test_every_conflict_names_settings_that_exist():
     from dataclasses import fields
 
-    from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
+    from mmft.config.data_args import DataArguments
+    from mmft.config.model_args import ModelArguments
+    from mmft.config.training_args import VLMTrainingArguments
 
     names = {f.name for t in (ModelArguments, DataArguments, VLMTrainingArguments) for f in fields(t)}
     for conflict in CONFLICTS:

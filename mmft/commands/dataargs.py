@@ -72,14 +72,15 @@ def add_field_arguments(parser, dataclass_type, names, *, defaults=None, notes=N
 
 def _column_flags() -> list[str]:
     """The training loader's ``--column_*`` flags: every ``column_*`` field of ``DataArguments``."""
-    from ..config import DataArguments
+    from ..config.data_args import DataArguments
 
     return [f.name for f in fields(DataArguments) if f.name.startswith("column_")]
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The source and its image, model-loading and column-mapping flags (both commands)."""
-    from ..config import DataArguments, ModelArguments
+    from ..config.data_args import DataArguments
+    from ..config.model_args import ModelArguments
 
     parser.add_argument(
         "source",
@@ -108,7 +109,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def data_arguments(args):
     """The ``DataArguments`` of a parsed ``data check`` / ``data show`` command: every data flag it has, training's
     defaults for the rest."""
-    from ..config import DataArguments
+    from ..config.data_args import DataArguments
 
     names = {f.name for f in fields(DataArguments) if f.init}
     return DataArguments(**{name: value for name, value in vars(args).items() if name in names})
@@ -126,7 +127,7 @@ def collator_for_args(args):
     the loader's own error, which the check reports as that record's problem."""
     from dataclasses import replace
 
-    from ..config import ModelArguments
+    from ..config.model_args import ModelArguments
     from ..train.modeling import load_processor
     from ..workflow import build_collators
 

@@ -145,7 +145,7 @@ def _single_threaded(active: bool):
 
 def add_data_commands(commands) -> None:
     """Add ``mmft data check`` and ``mmft data show`` to the ``mmft`` subcommands."""
-    from ..config import DataArguments
+    from ..config.data_args import DataArguments
     data = commands.add_parser("data", help="Check a dataset before training, or show a sample as the model sees it.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from ..config import _accelerator_available, _cores_per_process, _launched_world_size
+from ..config.environment import default_num_workers, trains_on_accelerator, use_cpu_if_launched_without_accelerator
 
 
 @dataclass
@@ -102,14 +102,10 @@ class ContrastiveTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        # As VLMTrainingArguments: torchrun on a machine without an accelerator goes distributed (gloo) only when
-        # Accelerate is told the run is on the CPU.
-        if _launched_world_size() > 1 and not self.use_cpu and not _accelerator_available():
-            self.use_cpu = True
-        on_accelerator = not self.use_cpu and _accelerator_available()
+        use_cpu_if_launched_without_accelerator(self)  # as VLMTrainingArguments
+        on_accelerator = trains_on_accelerator(self.use_cpu)
         if self.dataloader_num_workers is None:
-            on_accelerator = not self.use_cpu and _accelerator_available()
-            self.dataloader_num_workers = min(4, _cores_per_process()) if on_accelerator else 0
+            self.dataloader_num_workers = default_num_workers(on_accelerator)
         if self.dataloader_pin_memory is None:
-            self.dataloader_pin_memory = not self.use_cpu and _accelerator_available()
+            self.dataloader_pin_memory = on_accelerator
         super().__post_init__()

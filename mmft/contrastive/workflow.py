@@ -13,7 +13,9 @@ import logging
 
 from transformers import set_seed
 
-from ..config import DataArguments, ModelArguments, parse_args
+from ..config.data_args import DataArguments
+from ..config.model_args import ModelArguments
+from ..config.parsing import parse_args
 from ..data.cards import find_card, load_card
 from ..data.sources import load_records
 from ..errors import UsageError

@@ -72,7 +72,7 @@ def load_for_inference(model: str, *, dtype: str = "auto", base: str | None = No
         family = family_for(loaded.get_base_model())
         logger.info("Loaded the adapter %s over its base model %s", folder, base_name)
     else:
-        from ..config import ModelArguments
+        from ..config.model_args import ModelArguments
         from ..train.modeling import load_model, load_processor
 
         path = Path(model).expanduser()
@@ -107,7 +107,8 @@ def build_inference_trainer(model, processor, family, *, output_dir: str, metric
                             max_pixels: int | None = None, allow_images_outside_root: bool = False,
                             allow_remote_images: bool = False):
     """A ``VLMTrainer`` that only generates: the generation collator, the eval batch size and the decoding flags."""
-    from ..config import DataArguments, VLMTrainingArguments
+    from ..config.data_args import DataArguments
+    from ..config.training_args import VLMTrainingArguments
     from ..train.trainer import VLMTrainer
     from ..workflow import build_collators
 

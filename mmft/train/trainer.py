@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer
 
-from ..config import metric_names
+from ..config.training_args import metric_names
 from ..data.augment import CollatorEpochCallback
 from ..data.badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
 from ..data.lengths import (
