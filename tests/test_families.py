@@ -30,8 +30,8 @@ from mmft.data.records import to_canonical
 from mmft.families import UnsupportedRecordError, family_for
 from mmft.testing import tiny_fixtures, tiny_model_path
 from mmft.train.collator import IGNORE_INDEX, VLMCollator
+from mmft.train.generation_eval import is_encoder_decoder
 from mmft.train.modeling import component_of, component_paths, prepare_model_for_training
-from mmft.train.trainer import is_encoder_decoder
 
 FIXTURES = tiny_fixtures()
 NAMES = list(FIXTURES)

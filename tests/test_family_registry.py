@@ -95,7 +95,7 @@ def test_test_families_env_var_restricts_the_fixtures(monkeypatch):
 def test_generation_stops_on_every_configured_stop_token(tiny_processor):
     from types import SimpleNamespace
 
-    from mmft.train.trainer import stop_token_ids
+    from mmft.train.generation_eval import stop_token_ids
 
     tokenizer = tiny_processor.tokenizer
     several = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[5, 7]))

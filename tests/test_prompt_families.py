@@ -115,7 +115,7 @@ def test_florence2_lora_lands_on_encoder_and_decoder_language_layers_only(tmp_pa
 def test_encoder_decoder_generation_keeps_the_whole_decoder_sequence():
     from types import SimpleNamespace
 
-    from mmft.train.trainer import is_encoder_decoder
+    from mmft.train.generation_eval import is_encoder_decoder
 
     seq2seq = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True))
     blip2_t5 = SimpleNamespace(config=SimpleNamespace(

@@ -23,8 +23,8 @@ Quirks, all handled here:
   output to the language model), ``language_model`` (an ``OPTForCausalLM``, its ``lm_head`` inside). The Q-former and
   its ``query_tokens`` count as "other": frozen under LoRA, trained in full fine-tuning.
 - Flan-T5 checkpoints are encoder-decoder (``language_model`` is a ``T5ForConditionalGeneration``): their family is
-  the same; ``VLMTrainer`` slices generated sequences by ``mmft.train.trainer.is_encoder_decoder``. Training them needs
-  decoder labels (``encoder_decoder``), which a Family cannot switch per checkpoint yet: not covered here.
+  the same; evaluation slices generated sequences by ``mmft.train.generation_eval.is_encoder_decoder``. Training them
+  needs decoder labels (``encoder_decoder``), which a Family cannot switch per checkpoint yet: not covered here.
 """
 
 from __future__ import annotations

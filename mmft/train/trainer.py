@@ -1,16 +1,13 @@
 """``VLMTrainer``: ``transformers.Trainer`` plus evaluation by generation and the length-policy bookkeeping.
 
-Evaluation runs the usual loss loop, then generates an answer for every evaluation record (greedy by default,
-batched, left-padded by the generation collator), scores the answers with the task's metrics and reports
-them next to ``eval_loss`` under the same prefix (``eval_vqa_accuracy``), so logging, callbacks and
-``metric_for_best_model`` treat them like any other metric. Under several processes each record is generated
-once and the answers are gathered to every process; only the main process writes files.
+The trainer itself counts what the collator dropped or shrank, stops on non-finite steps and on too many bad
+records, reloads full-model checkpoints, reports throughput and memory, and writes mmft's model card. Evaluation by
+generation is ``mmft.train.generation_eval``; the length-ordered samplers are ``mmft.train.length_sampling``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -18,26 +15,12 @@ import os
 import sys
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from ..config.training_args import metric_names
 from ..data.augment import CollatorEpochCallback
 from ..data.badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
-from ..data.lengths import (
-    AUTO_SAMPLE_RECORDS,
-    MIN_GROUPING_BATCHES,
-    LengthGroupedSampler,
-    length_sorted_order,
-    lengths_cached,
-    plan_length_grouping,
-    record_lengths,
-    sampled_lengths,
-)
-from ..data.records import first_user_text, reference_answers
 from ..hub.card import protect_hub_token, save_generation_config, write_model_card
-from ..metrics import load_metric
 from .checkpoints import (
     CompleteCheckpointsMixin,
     holds_full_model,
@@ -46,10 +29,10 @@ from .checkpoints import (
     schedule_depends_on_total,
 )
 from .collator import NUM_DROPPED_KEY, NUM_SHRUNK_KEY
+from .generation_eval import GenerationEvaluationMixin
+from .length_sampling import LengthGroupedSamplingMixin
 
 logger = logging.getLogger(__name__)
-
-PREDICTIONS_FILE = "eval_predictions.jsonl"
 
 
 def _peak_memory_gib(device: torch.device) -> float:
@@ -60,37 +43,6 @@ def _peak_memory_gib(device: torch.device) -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**30 if sys.platform == "darwin" else 2**20)
-
-
-class _Indexed(Dataset):
-    """Tag each record with its position, so gathered answers can be matched back and de-duplicated."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        return {**self.dataset[index], "_index": index}
-
-
-def is_encoder_decoder(model) -> bool:
-    """Whether ``model`` (or its language model: BLIP-2 on Flan-T5) is a seq2seq model, whose ``generate`` returns the
-    decoder sequence alone rather than the prompt followed by the answer."""
-    config = model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return bool(getattr(config, "is_encoder_decoder", False) or getattr(text_config, "is_encoder_decoder", False))
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Where generation stops: the checkpoint's own stop ids (often several: Llama 3's ``<|eot_id|>`` and
-    ``<|end_of_text|>``, Gemma's ``<end_of_turn>`` and ``<eos>``) plus the tokenizer's EOS."""
-    config = getattr(model, "generation_config", None)
-    configured = getattr(config, "eos_token_id", None)
-    ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
-    ids.append(tokenizer.eos_token_id)
-    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 def own_generator(loader, seed: int):
@@ -118,7 +70,7 @@ class NonFiniteTrainingError(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; training stopped before the optimizer step."""
 
 
-class VLMTrainer(CompleteCheckpointsMixin, Trainer):
+class VLMTrainer(GenerationEvaluationMixin, LengthGroupedSamplingMixin, CompleteCheckpointsMixin, Trainer):
     """A ``Trainer`` for image-text-to-text models.
 
     Args (besides ``Trainer``'s):
@@ -189,91 +141,9 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
             self._last_loss = loss
         return loss
 
-    # ---- data loading: length-grouped sampling, padding-free batches ------------------------------------------
-    def _get_train_sampler(self, train_dataset=None):
-        """Under ``--train_sampling_strategy auto`` (the default) and ``group_by_length``:
-        ``mmft.data.lengths.LengthGroupedSampler`` over the records' real token counts (text plus image tokens,
-        computed from image headers) where ``plan_length_grouping`` finds padding worth removing, else random order.
-        transformers' own grouped sampler would look for an ``input_ids`` column that records do not have. The plan
-        is logged in one line, kept as ``length_grouping_plan`` and written to ``train_results.json``
-        (``train_length_grouping``, ``train_expected_real_token_fraction``).
-
-        ``auto`` differs from ``group_by_length`` in two ways: it keeps random order on fewer than
-        ``MIN_GROUPING_BATCHES`` steps of records, and on a large dataset it decides from a sample of
-        ``AUTO_SAMPLE_RECORDS`` lengths first, measuring every record only when the sample says to group."""
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        collator = getattr(self.data_collator, "collator", self.data_collator)  # unwrap a PaddingFreeCollator
-        strategy = self.args.train_sampling_strategy
-        measurable = dataset is not None and hasattr(dataset, "__len__") and hasattr(collator, "family")
-        if strategy not in ("auto", "group_by_length") or not measurable:
-            self.length_grouping_plan = None
-            return super()._get_train_sampler(train_dataset)  # "auto" there: transformers' RandomSampler
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        settings = dict(num_replicas=self.args.world_size, seed=seed, target=self.args.length_grouping_target,
-                        min_gain=self.args.length_grouping_min_gain,
-                        min_batches=MIN_GROUPING_BATCHES if strategy == "auto" else 0)
-        plan = None
-        if strategy == "auto" and len(dataset) > AUTO_SAMPLE_RECORDS and not lengths_cached(dataset, collator):
-            sample = plan_length_grouping(sampled_lengths(dataset, collator, AUTO_SAMPLE_RECORDS, seed),
-                                          self._train_batch_size, **settings)
-            if sample.tolerance is None:
-                plan = dataclasses.replace(sample, measured=AUTO_SAMPLE_RECORDS)
-        if plan is None:
-            lengths = self.train_lengths(dataset, collator)
-            plan = plan_length_grouping(lengths, self._train_batch_size, **settings)
-        self.length_grouping_plan = plan
-        if self.is_world_process_zero():
-            logger.info("Length grouping (--train_sampling_strategy %s): %s; expected real-token fraction %.3f.",
-                        strategy, plan.describe(), plan.fraction)
-        if plan.tolerance is None:
-            return torch.utils.data.RandomSampler(dataset)
-        return LengthGroupedSampler(lengths, self._train_batch_size, num_replicas=self.args.world_size, seed=seed,
-                                    tolerance=plan.tolerance)
-
-    def _length_grouping_metrics(self) -> dict:
-        """``train_length_grouping`` (``random``, ``exact``, ``buckets_0.05``, or the strategy when no length was
-        measured: ``random``, ``sequential``) and ``train_expected_real_token_fraction`` for train_results.json."""
-        plan = getattr(self, "length_grouping_plan", None)
-        if plan is None:
-            return {"train_length_grouping": self.args.train_sampling_strategy}
-        return {"train_length_grouping": plan.decision,
-                "train_expected_real_token_fraction": round(plan.fraction, 4),
-                "train_random_order_real_token_fraction": round(plan.random_fraction, 4)}
-
-    def train_lengths(self, dataset, collator) -> list[int]:
-        """Every record's token length, computed once (kept on the dataset); under several processes each measures
-        an equal share and the shares are gathered."""
-        from accelerate.utils import gather_object
-
-        return record_lengths(dataset, collator, progress=self.is_local_process_zero(),
-                              process_index=self.accelerator.process_index,
-                              num_processes=self.accelerator.num_processes, gather=gather_object)
-
+    # ---- data loading: seeded loaders, evaluation collators, padding-free batches ------------------------------
     def _get_dataloader(self, *args, **kwargs):
         return own_generator(super()._get_dataloader(*args, **kwargs), self.args.seed)
-
-    def _get_eval_sampler(self, eval_dataset):
-        """Evaluation-loss batches in length order (longest first) under ``auto`` / ``group_by_length``: the mean loss
-        does not depend on the order, the padding does. transformers would length-group with its own sampler, which
-        looks for an ``input_ids`` / ``pixel_values`` column that records do not have and fails before the first
-        batch. Other strategies keep the records' order."""
-        order = self._eval_length_order(eval_dataset)
-        if order is not None:
-            return order
-        if self.args.train_sampling_strategy == "group_by_length" and eval_dataset is not None \
-                and hasattr(eval_dataset, "__len__"):
-            return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
-        return super()._get_eval_sampler(eval_dataset)
-
-    def _eval_length_order(self, dataset) -> list[int] | None:
-        """Record positions longest first (``length_sorted_order``) when evaluation batches are length-sorted (the
-        training strategy is ``auto`` or ``group_by_length``); ``None`` to keep the records' order. Lengths are
-        measured as for training (text and image headers; cached on the dataset and on disk)."""
-        collator = getattr(self.data_collator, "collator", self.data_collator)
-        if (self.args.train_sampling_strategy not in ("auto", "group_by_length") or dataset is None
-                or not hasattr(dataset, "__len__") or not hasattr(collator, "family") or len(dataset) < 2):
-            return None
-        return length_sorted_order(record_lengths(dataset, collator, progress=False))
 
     def get_eval_dataloader(self, eval_dataset=None):
         """Evaluation-loss batches never get training augmentation: they use the collator's ``for_evaluation()``."""
@@ -500,135 +370,3 @@ class VLMTrainer(CompleteCheckpointsMixin, Trainer):
         write_model_card(self.args.output_dir, self, **self._run_description, model_name=model_name,
                          tags=tags or (), license=license, language=language, finetuned_from=finetuned_from,
                          datasets=dataset)
-
-    # ---- evaluation -------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # recurses per dataset
-        self._generation_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        try:
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        finally:
-            self._generation_dataset = None
-        self._write_report(metrics, metric_key_prefix)  # after super().evaluate logged them: curves include them
-        return metrics
-
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):
-        self._eval_dropped = 0
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                         metric_key_prefix)
-        if self._eval_dropped:  # --overlength_policy drop: the loss left these out; say how many
-            output.metrics[f"{metric_key_prefix}_dropped_samples"] = self._eval_dropped
-        dataset = self._generation_dataset
-        if self.args.eval_generation and self.generation_collator is not None and dataset is not None:
-            output.metrics.update(self.generate_and_score(dataset, metric_key_prefix))
-        return output
-
-    @torch.inference_mode()
-    def generate_answers(self, dataset) -> list[tuple[int, str]]:
-        """Generate an answer for every record of ``dataset``; returns ``(index, text)`` pairs in record order, on all
-        processes (batches may run in length order: see ``_eval_length_order``)."""
-        # Length-sorted batches under auto / group_by_length (generation pays for the longest prompt of its batch,
-        # and runs until its longest answer ends); answers are matched back to records by index below.
-        loader = DataLoader(
-            _Indexed(dataset),
-            batch_size=self.args.per_device_eval_batch_size,
-            collate_fn=self._generation_collate,
-            num_workers=self.args.dataloader_num_workers,
-            sampler=self._eval_length_order(dataset),
-            shuffle=False,
-            generator=torch.Generator().manual_seed(self.args.seed),  # see own_generator
-        )
-        loader = self.accelerator.prepare(loader)  # shards records across processes
-        model = self.accelerator.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        tokenizer = self.generation_collator.tokenizer
-        stop_ids = stop_token_ids(model, tokenizer)
-        answers = []
-        try:
-            for batch in tqdm(loader, desc="Generating", disable=not self.is_local_process_zero(), leave=False):
-                indices = batch.pop("indices")
-                batch.pop("ids", None)
-                # A decoder-only model returns prompt + answer; an encoder-decoder model (Florence-2, BLIP-2 on
-                # Flan-T5) returns its decoder sequence alone, from its own decoder start token (a special token).
-                prompt_length = 0 if is_encoder_decoder(model) else batch["input_ids"].shape[1]
-                output = model.generate(
-                    **batch,
-                    max_new_tokens=self.args.generation_max_new_tokens,
-                    num_beams=self.args.num_beams,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=stop_ids,
-                )
-                texts = tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
-                # Gathered per batch: gather_for_metrics drops the samples repeated to even out the last batch.
-                batch_answers = list(zip(indices, (t.strip() for t in texts)))
-                answers.extend(self.accelerator.gather_for_metrics(batch_answers, use_gather_object=True))
-        finally:
-            model.train(was_training)
-        by_index = dict(answers)  # keyed by position: one answer per record, in dataset order
-        if len(by_index) != len(dataset):
-            raise RuntimeError(f"Generated {len(by_index)} answers for {len(dataset)} evaluation records.")
-        return sorted(by_index.items())
-
-    def _generation_collate(self, records):
-        batch = self.generation_collator(records)
-        batch["indices"] = [r["_index"] for r in records]
-        if len(batch["indices"]) != batch["input_ids"].shape[0]:
-            raise RuntimeError("Evaluation samples may not be dropped: use overlength_policy='error' for eval.")
-        return batch
-
-    def generate_and_score(self, dataset, metric_key_prefix: str = "eval") -> dict[str, float]:
-        answers = self.generate_answers(dataset)
-        predictions = [text for _, text in answers]
-        records = [dataset[index] for index, _ in answers]
-        references = [reference_answers(record) for record in records]
-        metrics = {}
-        for name in metric_names(self.args):
-            metric = load_metric(name)
-            result = metric.compute(predictions=predictions, references=references)
-            for key, value in result.items():
-                metrics[f"{metric_key_prefix}_{key}"] = float(value)
-        if self.args.should_save:
-            self._write_predictions(records, predictions, references, metric_key_prefix)
-        return metrics
-
-    def _write_predictions(self, records, predictions, references, metric_key_prefix):
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        name = f"{metric_key_prefix}_predictions.jsonl"  # eval_predictions.jsonl (PREDICTIONS_FILE) for "eval"
-        with open(os.path.join(self.args.output_dir, name), "w", encoding="utf-8") as f:
-            for record, prediction, refs in zip(records, predictions, references):
-                row = {"id": record["id"], "question": first_user_text(record), "reference": refs[0],
-                       "references": refs, "prediction": prediction}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._report_samples = (records, predictions, references, name)  # for _write_report, main process only
-
-    def _write_report(self, metrics, metric_key_prefix):
-        """``eval_report.html`` (``mmft.evaluation.report``) beside the predictions file, once the evaluation is
-        logged.
-
-        Only where ``_write_predictions`` ran (the main process, with generation). A report that cannot be written
-        is logged and skipped: it is a by-product and must not end a training run."""
-        samples, self._report_samples = getattr(self, "_report_samples", None), None
-        if samples is None:
-            return
-        from ..evaluation.report import report_file_name, write_report
-
-        records, predictions, references, predictions_file = samples
-        collator = self.generation_collator
-        path = os.path.join(self.args.output_dir, report_file_name(metric_key_prefix))
-        retention = getattr(self, "retention", None)  # --retention_eval_dataset_name: old and new tasks side by side
-        comparison = retention.report_rows(metric_key_prefix, metrics) if retention is not None else None
-        try:
-            write_report(path, records=records, predictions=predictions, references=references, metrics=metrics,
-                         log_history=self.state.log_history, metric_names=metric_names(self.args),
-                         image_options=dict(allow_outside_root=collator.allow_images_outside_root,
-                                            allow_remote=collator.allow_remote_images,
-                                            max_image_pixels=collator.max_image_pixels),
-                         details={"output_dir": self.args.output_dir, "step": self.state.global_step,
-                                  "epoch": round(self.state.epoch or 0.0, 3)},
-                         predictions_file=predictions_file, comparison=comparison)
-        except Exception:
-            logger.exception("Could not write the evaluation report %s; evaluation results are unaffected.", path)
