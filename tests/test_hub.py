@@ -21,15 +21,10 @@ from mmft.config.data_args import DataArguments
 from mmft.config.model_args import ModelArguments
 from mmft.config.training_args import VLMTrainingArguments
 from mmft.data.sources import load_records
-from mmft.hub.card import (
-    TOKEN_PLACEHOLDER,
-    RunSummary,
-    SecretToken,
-    card_data,
-    card_text,
-    dataset_source,
-    model_source,
-)
+from mmft.hub.card import card_data
+from mmft.hub.card_text import card_text
+from mmft.hub.hub_token import TOKEN_PLACEHOLDER, SecretToken
+from mmft.hub.run_summary import RunSummary, dataset_source, model_source
 from mmft.recipe import finetune
 from mmft.workflow import build_trainer
 

@@ -1,6 +1,6 @@
 """The model card (``README.md``) of a fine-tuned dual encoder: metadata with a model-index of the retrieval and
 zero-shot results (before and after training), the settings, and how to load it. Sources are named as in the
-generative cards (``mmft.hub.card.model_source`` / ``dataset_source``); no token or local path is written."""
+generative cards (``mmft.hub.run_summary.model_source`` / ``dataset_source``); no token or local path is written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..hub.card import BEFORE_TRAINING_PREFIX, CARD_NAME, _describe, _versions, dataset_source, model_source
+from ..hub.card import CARD_NAME
+from ..hub.card_text import _versions
+from ..hub.run_summary import BEFORE_TRAINING_PREFIX, _describe, dataset_source, model_source
 
 PIPELINE_TAG = "zero-shot-image-classification"
 TASK_TYPE = "image-text-retrieval"

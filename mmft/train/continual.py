@@ -354,7 +354,7 @@ def _scored_with(args, metrics: list[str]):
 
 
 def _scores(metrics: dict, prefix: str) -> dict[str, float]:
-    from ..hub.card import _NOT_METRICS
+    from ..hub.run_summary import _NOT_METRICS
 
     start = prefix + "_"
     out = {}
@@ -418,7 +418,7 @@ class Retention:
         split = data_args.retention_eval_split or data_args.eval_split or "test"
         sets, keys = [], set()
         for name in names:
-            from ..hub.card import dataset_source
+            from ..hub.run_summary import dataset_source
 
             key = _slug(dataset_source(name).name)
             base_key, n = key, 2
@@ -565,7 +565,7 @@ def _drop(metric: str, row: dict) -> float | None:
 
 
 def _public_name(name) -> str:
-    from ..hub.card import dataset_source
+    from ..hub.run_summary import dataset_source
 
     return dataset_source(name).name
 

@@ -20,7 +20,8 @@ from transformers import Trainer
 
 from ..data.augment import CollatorEpochCallback
 from ..data.badrecords import BAD_RECORDS_KEY, REASONS, BadRecordError, BadRecordLedger, summary_for_card, too_many
-from ..hub.card import protect_hub_token, save_generation_config, write_model_card
+from ..hub.card import save_generation_config, write_model_card
+from ..hub.hub_token import protect_hub_token
 from .checkpoints import (
     CompleteCheckpointsMixin,
     holds_full_model,
