@@ -209,16 +209,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     bad_records = BadRecordLedger(data_args.on_bad_record, data_args.max_bad_fraction)
     bad_records.startup = getattr(train_dataset, "bad_record_scan", None)  # load_datasets' start-up scan
     bad_records.eval_startup = getattr(eval_dataset, "bad_record_scan", None)
-    trainer = VLMTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=train_collator,
-        generation_collator=generation_collator,
-        processing_class=processor,
-        bad_records=bad_records,
-    )
+    trainer = VLMTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=train_collator, generation_collator=generation_collator,
+                         processing_class=processor, bad_records=bad_records)
     trainer.starting_adapter = starting_adapter  # the parent, for the model card's lineage
     if isinstance(train_dataset, ReplayMixture):  # a fresh replay draw each epoch, seen by the loader's workers
         trainer.add_callback(ReplayEpochCallback(train_dataset))
