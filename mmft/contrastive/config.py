@@ -11,6 +11,8 @@ from transformers import TrainingArguments
 from ..config.environment import default_num_workers, trains_on_accelerator, use_cpu_if_launched_without_accelerator
 
 
+# Every field below has the same shape, field(default=..., metadata={"help": ...}): one command-line flag, its
+# default and its --help text. The repetition is deliberate (HfArgumentParser reads exactly this), not code to share.
 @dataclass
 class ContrastiveArguments:
     """What trains in the dual encoder, how records become pairs, and what evaluation scores."""
