@@ -32,7 +32,8 @@ from .config.model_args import ModelArguments
 from .config.parsing import parse_args
 from .config.training_args import VLMTrainingArguments, metric_names
 from .train.checkpoints import resolve_resume_checkpoint
-from .train.continual import Retention, push_commit_message, push_deferred
+from .train.continual import push_commit_message, push_deferred
+from .train.retention import Retention
 from .workflow import build_trainer, load_datasets, setup_logging
 
 logger = logging.getLogger("mmft")

@@ -27,16 +27,10 @@ from .data.sources import load_records, materialise
 from .errors import UsageError
 from .families import Family, check_records_fit_family, family_for
 from .train.collator import VLMCollator
-from .train.continual import (
-    ReplayEpochCallback,
-    ReplayMixture,
-    describe_start,
-    load_starting_processor,
-    mix_in_replay,
-    resolve_starting_adapter,
-)
 from .train.liger import check_liger
 from .train.modeling import load_model, load_processor, log_parameter_report, prepare_model_for_training
+from .train.replay import ReplayEpochCallback, ReplayMixture, mix_in_replay
+from .train.starting_adapter import describe_start, load_starting_processor, resolve_starting_adapter
 from .train.trainer import VLMTrainer
 
 logger = logging.getLogger("mmft")

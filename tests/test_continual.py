@@ -20,14 +20,9 @@ from mmft.config.model_args import ModelArguments
 from mmft.config.training_args import VLMTrainingArguments
 from mmft.errors import USAGE_ERROR_EXIT_CODE, UsageError, report_usage_errors
 from mmft.recipe import finetune
-from mmft.train.continual import (
-    ADAPTER_FILES,
-    BaseModelMismatchError,
-    ReplayMixture,
-    RetentionDropError,
-    replay_count,
-    resolve_starting_adapter,
-)
+from mmft.train.replay import ReplayMixture, replay_count
+from mmft.train.retention import RetentionDropError
+from mmft.train.starting_adapter import ADAPTER_FILES, BaseModelMismatchError, resolve_starting_adapter
 from mmft.workflow import load_datasets
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -43,9 +43,8 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_starting_adapter(model, adapter):
-    """The base ``model`` with the weights of ``adapter`` (a ``mmft.train.continual.StartingAdapter``) applied and
-    trainable
-    (a ``PeftModel``), its shape as saved."""
+    """The base ``model`` with the weights of ``adapter`` (a ``mmft.train.starting_adapter.StartingAdapter``)
+    applied and trainable (a ``PeftModel``), its shape as saved."""
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter.path), is_trainable=True)
@@ -322,8 +321,8 @@ def _set_requires_grad(model: nn.Module, path: str | None, value: bool):
 def prepare_model_for_training(model: nn.Module, model_args, starting_adapter=None) -> nn.Module:
     """Freeze parts and attach LoRA as ``model_args`` says; return the model to train (maybe a PeftModel).
 
-    With ``starting_adapter`` (``mmft.train.continual.StartingAdapter``, from ``--adapter_name_or_path``) the adapter
-    saved earlier is loaded trainable, with its own shape and saved modules, instead of a fresh one.
+    With ``starting_adapter`` (``mmft.train.starting_adapter.StartingAdapter``, from ``--adapter_name_or_path``)
+    the adapter saved earlier is loaded trainable, with its own shape and saved modules, instead of a fresh one.
     """
     family = family_for(model)
     paths = component_paths(model, family)
