@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from mmft.data.records import to_canonical
-from mmft.train.collator import IGNORE_INDEX, NUM_DROPPED_KEY, LabelAlignmentError, OverlengthError, VLMCollator
+from mmft.train.collator import NUM_DROPPED_KEY, VLMCollator
+from mmft.train.labels import IGNORE_INDEX, LabelAlignmentError
+from mmft.train.overlength import OverlengthError
 
 ANSWERS = ["red", "a small square on the left", "three"]
 

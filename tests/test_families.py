@@ -29,8 +29,9 @@ from mmft.config.model_args import ModelArguments
 from mmft.data.records import to_canonical
 from mmft.families import UnsupportedRecordError, family_for
 from mmft.testing import tiny_fixtures, tiny_model_path
-from mmft.train.collator import IGNORE_INDEX, VLMCollator
+from mmft.train.collator import VLMCollator
 from mmft.train.generation_eval import is_encoder_decoder
+from mmft.train.labels import IGNORE_INDEX
 from mmft.train.modeling import component_of, component_paths, prepare_model_for_training
 
 FIXTURES = tiny_fixtures()

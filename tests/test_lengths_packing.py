@@ -21,7 +21,8 @@ from mmft.data.lengths import (
 )
 from mmft.data.sources import RecordDataset
 from mmft.testing import tiny_model_path
-from mmft.train.collator import IGNORE_INDEX, VLMCollator
+from mmft.train.collator import VLMCollator
+from mmft.train.labels import IGNORE_INDEX
 from mmft.train.packing import PaddingFreeCollator, PaddingFreeError, check_padding_free, pack
 
 SIZES = [(48, 48), (200, 120), (90, 300), (640, 480), (33, 71)]

@@ -13,7 +13,8 @@ from PIL import Image
 from mmft.data.records import to_canonical
 from mmft.families import REGISTRY, fold_to_prompt
 from mmft.testing import tiny_fixtures, tiny_model_path
-from mmft.train.collator import IGNORE_INDEX, VLMCollator
+from mmft.train.collator import VLMCollator
+from mmft.train.labels import IGNORE_INDEX
 
 TWO_TURNS = [{"from": "human", "value": "<image>\nWhat colour is the shape?"}, {"from": "gpt", "value": "red"},
              {"from": "human", "value": "Where is the shape?"}, {"from": "gpt", "value": "on the left side"}]

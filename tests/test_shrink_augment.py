@@ -26,7 +26,9 @@ from mmft.config.training_args import VLMTrainingArguments
 from mmft.data.augment import ImageAugmenter, PromptParaphraser
 from mmft.data.records import to_canonical
 from mmft.testing import tiny_model_path
-from mmft.train.collator import IGNORE_INDEX, NUM_SHRUNK_KEY, OverlengthError, VLMCollator
+from mmft.train.collator import NUM_SHRUNK_KEY, VLMCollator
+from mmft.train.labels import IGNORE_INDEX
+from mmft.train.overlength import OverlengthError
 from mmft.workflow import build_collators, build_trainer
 
 IMAGE_PAD = "<|image_pad|>"

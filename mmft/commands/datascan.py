@@ -304,7 +304,7 @@ class DataChecker:
                     self._model_problem(item, error)
 
     def _measure(self, items: list[_Pending]) -> None:
-        from ..train.collator import IGNORE_INDEX
+        from ..train.labels import IGNORE_INDEX
 
         batch = self.collator([item.record for item in items])
         lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -319,7 +319,7 @@ class DataChecker:
     def _over_length(self, item: _Pending, length: int) -> None:
         """An over-long sample, judged by the training policy: an error, a drop (warning), or a shrink that the
         collator itself tries (warning when it fits, error with the collator's reason when it cannot)."""
-        from ..train.collator import OverlengthError
+        from ..train.overlength import OverlengthError
 
         record_id, max_length = item.record["id"], self.options.max_length
         over = f"record {record_id!r} is {length} tokens after image expansion, over max_length={max_length}"
@@ -348,7 +348,7 @@ class DataChecker:
 
     def _model_problem(self, item: _Pending, error: Exception) -> None:
         from ..families import UnsupportedRecordError
-        from ..train.collator import LabelAlignmentError
+        from ..train.labels import LabelAlignmentError
 
         if isinstance(error, self._images.ImageLoadError):
             kind = "unreadable_image"  # header fine, pixels not: only a full decode finds these

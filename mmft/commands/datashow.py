@@ -61,7 +61,7 @@ def image_token_ids(processor, family=None) -> set[int]:
 def segments(input_ids: list[int], labels: list[int], image_ids: set[int]) -> list[Segment]:
     """Split one sample into runs: each maximal run of one image token id is one ``image`` segment; the other
     tokens group into ``supervised`` (label set) and ``text`` runs."""
-    from ..train.collator import IGNORE_INDEX
+    from ..train.labels import IGNORE_INDEX
 
     result: list[Segment] = []
     for token, label in zip(input_ids, labels):
@@ -138,7 +138,7 @@ def format_sample(
     record: dict, where: str, batch, collator, *, model: str, max_length: int | None, colour: bool
 ) -> str:
     """The header (ids, image-token counts, label statistics) and the highlighted token sequence."""
-    from ..train.collator import IGNORE_INDEX
+    from ..train.labels import IGNORE_INDEX
 
     length = int(batch["attention_mask"][0].sum())
     input_ids = batch["input_ids"][0, :length].tolist()

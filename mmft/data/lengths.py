@@ -186,7 +186,7 @@ def _write_disk_cache(path, lengths: list[int]) -> None:
 
 
 def _measure(dataset, collator, positions, progress: bool) -> list[int]:
-    from ..train.collator import render
+    from ..train.labels import render
 
     counter = counter_for(collator)
     tokenizer = collator.tokenizer

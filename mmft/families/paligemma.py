@@ -42,7 +42,7 @@ import torch
 
 from . import Family, UnsupportedRecordError, register
 
-IGNORE_INDEX = -100  # mmft.train.collator.IGNORE_INDEX (not imported: the collator imports this package)
+IGNORE_INDEX = -100  # mmft.train.labels.IGNORE_INDEX (not imported: the collator imports this package)
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"

@@ -1,3 +1,4 @@
-"""Stage 2, training: records into batches (``collator``, ``packing``), what trains (``modeling``, ``liger``), the
-``Trainer`` subclass (``trainer``), complete checkpoints and exact resume (``checkpoints``), continuing an adapter on
-new data (``continual``)."""
+"""Stage 2, training: records into batches (``collator``, with ``labels`` and the ``overlength`` policy;
+``packing``), what trains (``modeling``, ``liger``), the ``Trainer`` subclass (``trainer``, with ``length_sampling``
+and ``generation_eval``), complete checkpoints and exact resume (``checkpoints``), continuing an adapter on new data
+(``continual``: ``starting_adapter``, ``replay``, ``retention``)."""

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from .collator import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
 # Per-token keys laid out like input_ids: flattened with it. Everything else (pixels, image sizes, grids) is
