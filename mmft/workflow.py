@@ -157,7 +157,8 @@ def build_collators(processor, data_args: DataArguments, family: Family | None =
     paraphraser = PromptParaphraser.from_file(data_args.prompt_paraphrases) if data_args.prompt_paraphrases else None
     train = VLMCollator(processor, mode="train", max_length=data_args.max_length,
                         overlength_policy=data_args.overlength_policy, augmenter=augmenter, paraphraser=paraphraser,
-                        seed=seed, on_bad_record=data_args.on_bad_record, **common)
+                        seed=seed, on_bad_record=data_args.on_bad_record,
+                        label_turn_suffix=data_args.label_turn_suffix, **common)
     # Prompts are never dropped during evaluation: every record must get an answer to be scored. Shrinking drops
     # nothing, so prompts are shrunk as training samples are.
     policy = "shrink" if data_args.overlength_policy == "shrink" else "error"

@@ -73,11 +73,13 @@ def render(processor, messages, add_generation_prompt: bool = False) -> str:
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_char_spans(processor, messages, record_id: str = "?") -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(processor, messages, record_id: str = "?",
+                         include_turn_suffix: bool = False) -> tuple[str, list[tuple[int, int]]]:
     """Render ``messages``; return the text and the [start, end) character spans of each assistant turn.
 
     A span runs from the end of the generation prompt to the end of the turn, minus trailing whitespace
     (the newline ChatML writes after ``<|im_end|>`` belongs to the next turn's layout, not to the answer).
+    ``include_turn_suffix`` keeps that whitespace (``--label_turn_suffix``: TRL's completion labels do).
     """
     full = render(processor, messages)
     spans = []
@@ -92,7 +94,7 @@ def assistant_char_spans(processor, messages, record_id: str = "?") -> tuple[str
                 f"added (turn {i}), so assistant spans cannot be found by prefix rendering. This family needs a "
                 "label rule in mmft/families/; please report the model name."
             )
-        end = len(through.rstrip())
+        end = len(through) if include_turn_suffix else len(through.rstrip())
         if end > len(before):
             spans.append((len(before), end))
     return full, spans
@@ -204,6 +206,7 @@ class VLMCollator:
     paraphraser: PromptParaphraser | None = None
     seed: int = 0
     on_bad_record: str | None = None
+    label_turn_suffix: bool = False  # --label_turn_suffix
     _placeholder_ids: set[int] = field(init=False, repr=False)
     _epoch: torch.Tensor = field(init=False, repr=False)
     # The shrink policy's ImageTokenCounter, built at the first shrink; False when the counts are not predictable.
@@ -292,7 +295,8 @@ class VLMCollator:
             if self.paraphraser is not None:
                 messages = self.paraphraser(messages, self._rng(record, "prompt"))
             messages = self.family.conversation(messages)
-            text, spans = assistant_char_spans(self.processor, messages, record["id"])
+            text, spans = assistant_char_spans(self.processor, messages, record["id"],
+                                               include_turn_suffix=self.label_turn_suffix)
         else:
             messages, _ = prompt_and_answer(record)
             messages = self.family.conversation(messages)
