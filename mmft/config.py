@@ -219,8 +219,9 @@ class DataArguments:
     )
     label_turn_suffix: bool = field(
         default=False,
-        metadata={"help": "Also supervise what the chat template writes after each answer's end-of-turn token (ChatML's "
-                          "newline after <|im_end|>; nothing for templates that write nothing there). Default false: "
+        metadata={"help": "Also supervise what the chat template writes after each answer's end-of-turn token "
+                          "(ChatML's newline after <|im_end|>; nothing for templates that write nothing there). "
+                          "Default false: "
                           "labels cover the answer and its end-of-turn token, the token generation stops at, and "
                           "nothing the model never has to produce. true matches TRL's completion-only labels "
                           "(benchmarks/RESULTS.md, issue #16, measures both)."},
