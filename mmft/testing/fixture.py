@@ -19,6 +19,12 @@ TINY_TEXT_MODEL = {
 }
 
 
+def tokenizer_ids(tokenizer) -> dict:
+    """``bos/eos/pad_token_id`` from ``tokenizer``: what a tiny text config (and a generation config) takes from it."""
+    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
 @dataclass(frozen=True)
 class TinyFixture:
     """A tiny offline model of one family.
@@ -66,10 +72,7 @@ def save_tiny_model(
         with torch.no_grad():
             init(model)
     if generation:
-        ids = {}
-        if tokenizer is not None:
-            ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                   "pad_token_id": tokenizer.pad_token_id}
+        ids = tokenizer_ids(tokenizer) if tokenizer is not None else {}
         model.generation_config = GenerationConfig(**{**ids, **generation_config}, do_sample=False, max_new_tokens=32)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
