@@ -18,6 +18,14 @@ TINY_TEXT_MODEL = {
     "max_position_embeddings": 1024,
 }
 
+# The tiny vision tower most fixtures give their model (a CLIP/SigLIP-style config's width fields): width 32, an MLP of
+# 64, 2 heads (head_dim 16). Its depth, image and patch sizes are each fixture's own, spelt out there.
+TINY_VISION_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+}
+
 
 def tokenizer_ids(tokenizer) -> dict:
     """``bos/eos/pad_token_id`` from ``tokenizer``: what a tiny text config (and a generation config) takes from it."""
