@@ -33,6 +33,8 @@ SCALE_FACTOR = 2
 IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def tiling_image_processor(image_processor_class, tile: int):
     """Images of longest edge ``2 * tile`` cut into a 2x2 grid of ``tile``-pixel tiles (+ the global image). SmolVLM's
     fixture builds its image processor this way too."""

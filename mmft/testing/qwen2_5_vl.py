@@ -40,6 +40,8 @@ MAX_PIXELS = 64 * 64
 VISION_WIDTH = 32
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Qwen2_5_VLConfig,

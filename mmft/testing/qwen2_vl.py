@@ -57,6 +57,8 @@ MROPE_SECTION = [2, 3, 3]  # sums to HEAD_DIM // 2
 VISION_WIDTH = 32
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def text_config(tokenizer) -> dict:
     """The tiny Qwen2 text model with multimodal RoPE (Qwen2.5-VL's fixture uses it too)."""
     ids = tokenizer.convert_tokens_to_ids

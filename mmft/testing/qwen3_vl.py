@@ -100,6 +100,8 @@ HEAD_DIM = 16  # spelt out: Qwen3's default is 128, not hidden_size // heads
 MROPE_SECTION = [4, 2, 2]  # sums to HEAD_DIM // 2
 
 
+# Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
+# arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
         Qwen3VLConfig,
