@@ -278,6 +278,8 @@ def predict(model: str, output: str, *, dataset_name: str | None = None, split: 
 
 
 # ---- the command line ----------------------------------------------------------------------------------------------
+# Each subcommand declares its own flags where its handler lives (as mmft.commands.cli and mmft.contrastive.embed do):
+# the add_parser / add_argument calls share their shape on purpose.
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="A run's output folder (adapter or full model), a checkpoint-* folder, an mmft: "
                                       "built-in name, or a Hub model id.")
