@@ -19,7 +19,7 @@ import pytest
 from mmft.config import DataArguments, ModelArguments, VLMTrainingArguments
 from mmft.data import cards
 from mmft.data.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
-from mmft.data.records import RecordError
+from mmft.data.record_errors import RecordError
 from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
 from mmft.errors import UsageError
 from mmft.metrics import available_metrics

@@ -18,7 +18,7 @@ import PIL.ImageFile
 import pytest
 
 from mmft.data import shapes
-from mmft.data.records import RecordError
+from mmft.data.record_errors import RecordError
 from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records, read_json_records
 
 

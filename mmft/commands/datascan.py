@@ -16,7 +16,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..data.records import RecordError, to_canonical
+from ..data.record_errors import RecordError
+from ..data.records import to_canonical
 from .datareport import WARNING_KINDS, build_report
 from .datastream import RawRow, Source
 

@@ -96,7 +96,7 @@ def render_segments(parts: list[Segment], tokenizer, *, colour: bool) -> str:
 
 def _find_record(source, index: int):
     """The raw row at ``index`` (streamed up to it), converted; exits with the record's error if it is invalid."""
-    from ..data.records import RecordError
+    from ..data.record_errors import RecordError
     from ..data.sources import _convert
 
     if index < 0:

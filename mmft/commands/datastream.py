@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.records import RecordError, _record_id
+from ..data.record_errors import RecordError, _record_id
 from ..errors import MissingPathError, UsageError
 
 __all__ = ["RawRow", "Source", "open_source"]

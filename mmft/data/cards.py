@@ -57,7 +57,7 @@ import yaml
 
 from ..errors import UsageError
 from ..metrics import DEFAULT_METRICS, available_metrics
-from .records import RecordError
+from .record_errors import RecordError
 
 __all__ = [
     "CARDS_DIR",

@@ -42,7 +42,8 @@ import torch
 
 from ..errors import UsageError
 from .cards import CardError, DataCard, detect_mapping, find_card, list_cards
-from .records import RecordError, gc_paused, to_canonical, validate_all
+from .record_errors import RecordError
+from .records import gc_paused, to_canonical, validate_all
 
 logger = logging.getLogger(__name__)
 
