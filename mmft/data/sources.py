@@ -18,9 +18,9 @@ What ``--dataset_name`` may be (:func:`load_records` tries them in this order):
    ``save_to_disk``, or any folder ``datasets.load_dataset`` reads (Parquet/JSON/CSV files, an image folder with a
    ``metadata.jsonl`` / ``metadata.csv``);
 4. a Hub id: its card when one has that Hub id, otherwise the layout is detected from the columns
-   (``cards.detect_mapping``).
+   (``mmft.data.column_detection.detect_mapping``).
 
-Rows that are not already LLaVA / chat records are mapped through a :class:`mmft.data.cards.ColumnMapping` (from the
+Rows that are not already LLaVA / chat records are mapped through a :class:`mmft.data.columns.ColumnMapping` (from the
 card, the ``--column_*`` flags, or detection) before validation, so every source is checked by the same code.
 
 Each record carries ``image_root``: relative image paths resolve against it (the folder of a local file,
@@ -41,7 +41,10 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from .cards import CardError, DataCard, detect_mapping, find_card, list_cards
+from .card_errors import CardError
+from .card_schema import DataCard
+from .cards import find_card, list_cards
+from .column_detection import detect_mapping
 from .record_errors import RecordError
 from .records import gc_paused, to_canonical, validate_all
 

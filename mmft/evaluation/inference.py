@@ -131,7 +131,8 @@ def build_inference_trainer(model, processor, family, *, output_dir: str, metric
 # ---- mmft eval -----------------------------------------------------------------------------------------------------
 def default_split(dataset_name: str) -> str:
     """The evaluation split the dataset's data card names (``eval_split:``), else ``test``."""
-    from ..data.cards import CardError, find_card
+    from ..data.card_errors import CardError
+    from ..data.cards import find_card
 
     try:
         card = find_card(str(dataset_name))
