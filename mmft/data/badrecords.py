@@ -179,8 +179,8 @@ def scan_records(records: Sequence[dict], image_root, *, allow_outside_root: boo
 
 def scan_dataset(dataset, data_args, *, what: str = "training", process_index: int = 0, num_processes: int = 1,
                  gather: Callable | None = None) -> ScanResult | None:
-    """Scan an in-memory record dataset (``mmft.data.sources.RecordDataset`` built from a file or a list) for bad
-    records: those its loading set aside as invalid, and those whose images fail :func:`scan_records`.
+    """Scan an in-memory record dataset (``mmft.data.record_datasets.RecordDataset`` built from a file or a list) for
+    bad records: those its loading set aside as invalid, and those whose images fail :func:`scan_records`.
 
     Under ``drop`` they are taken out of ``dataset`` (and logged); too many of them, or any under ``error``, raise
     :class:`BadRecordError` naming them. Streamed datasets and rows of a ``datasets`` object (converted on access:
