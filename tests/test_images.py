@@ -18,9 +18,10 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from mmft.data import image_refs
+from mmft.data.image_errors import ImageLoadError
 from mmft.data.image_geometry import fit_to_pixels
 from mmft.data.image_headers import image_size
-from mmft.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from mmft.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
