@@ -21,7 +21,8 @@ from .config import DataArguments, ModelArguments, VLMTrainingArguments
 from .data.augment import ImageAugmenter, PromptParaphraser
 from .data.badrecords import BadRecordLedger, check_policy, scan_dataset
 from .data.cards import default_metrics
-from .data.sources import load_records, materialise
+from .data.record_datasets import materialise
+from .data.sources import load_records
 from .errors import UsageError
 from .families import Family, check_records_fit_family, family_for
 from .train.collator import VLMCollator

@@ -131,7 +131,8 @@ def build_inference_trainer(model, processor, family, *, output_dir: str, metric
 # ---- mmft eval -----------------------------------------------------------------------------------------------------
 def default_split(dataset_name: str) -> str:
     """The evaluation split the dataset's data card names (``eval_split:``), else ``test``."""
-    from ..data.cards import CardError, find_card
+    from ..data.card_errors import CardError
+    from ..data.cards import find_card
 
     try:
         card = find_card(str(dataset_name))
@@ -195,8 +196,8 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
 # ---- mmft predict --------------------------------------------------------------------------------------------------
 def image_folder_records(images_dir: str | os.PathLike, prompt: str, max_samples: int | None = None):
     """One single-turn record per image file under ``images_dir`` (sorted, recursive), asking ``prompt``."""
+    from ..data.record_datasets import RecordDataset
     from ..data.records import to_canonical
-    from ..data.sources import RecordDataset
 
     root = Path(images_dir).expanduser()
     if not root.is_dir():
