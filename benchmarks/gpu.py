@@ -184,7 +184,7 @@ def write_data(folder: Path, processor, collator_cls, size: int, target_tokens: 
     write_image = write_photo if image_kind == "photo" else write_document
 
     from mmft.data.lengths import record_lengths
-    from mmft.data.sources import RecordDataset
+    from mmft.data.record_datasets import RecordDataset
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(4):

@@ -86,7 +86,7 @@ def main():
     import transformers
 
     transformers.logging.set_verbosity_error()
-    from mmft.data.sources import RecordDataset
+    from mmft.data.record_datasets import RecordDataset
     from mmft.train.collator import VLMCollator
 
     work = Path(tempfile.mkdtemp(prefix="mmft-pipeline-"))

@@ -23,7 +23,8 @@ from .config.training_args import VLMTrainingArguments
 from .data.augment import ImageAugmenter, PromptParaphraser
 from .data.badrecords import BadRecordLedger, check_policy, scan_dataset
 from .data.cards import default_metrics
-from .data.sources import load_records, materialise
+from .data.record_datasets import materialise
+from .data.sources import load_records
 from .errors import UsageError
 from .families import Family, check_records_fit_family, family_for
 from .train.collator import VLMCollator
@@ -153,7 +154,8 @@ def build_collators(processor, data_args: DataArguments, family: Family | None =
     paraphraser = PromptParaphraser.from_file(data_args.prompt_paraphrases) if data_args.prompt_paraphrases else None
     train = VLMCollator(processor, mode="train", max_length=data_args.max_length,
                         overlength_policy=data_args.overlength_policy, augmenter=augmenter, paraphraser=paraphraser,
-                        seed=seed, on_bad_record=data_args.on_bad_record, **common)
+                        seed=seed, on_bad_record=data_args.on_bad_record,
+                        label_turn_suffix=data_args.label_turn_suffix, **common)
     # Prompts are never dropped during evaluation: every record must get an answer to be scored. Shrinking drops
     # nothing, so prompts are shrunk as training samples are.
     policy = "shrink" if data_args.overlength_policy == "shrink" else "error"

@@ -14,7 +14,7 @@ from PIL import Image, ImageFile
 from mmft.config.data_args import DataArguments
 from mmft.config.model_args import ModelArguments
 from mmft.config.training_args import VLMTrainingArguments
-from mmft.data import images
+from mmft.data import image_headers, images
 from mmft.data.badrecords import BAD_RECORDS_KEY, BadRecordError, too_many
 from mmft.data.records import to_canonical
 from mmft.errors import format_usage_error, report_usage_errors
@@ -57,14 +57,14 @@ def test_end_marker_check_finds_truncated_files_without_decoding(image_format, m
 
     monkeypatch.setattr(Image.Image, "load", no_decoding)
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
-    assert images.image_size(data, check_complete=True) == (64, 64)
+    assert image_headers.image_size(data, check_complete=True) == (64, 64)
     # Extra bytes after a complete image (zero padding, a phone's appended trailer) are not truncation.
-    assert images.image_size(data + b"\0" * 16, check_complete=True) == (64, 64)
-    assert images.image_size(data + bytes(range(256)) * 64, check_complete=True) == (64, 64)
+    assert image_headers.image_size(data + b"\0" * 16, check_complete=True) == (64, 64)
+    assert image_headers.image_size(data + bytes(range(256)) * 64, check_complete=True) == (64, 64)
     for cut in (len(data) - 1, len(data) - 2, len(data) // 2, len(data) - 13):
-        assert images.image_size(data[:cut]) == (64, 64)  # the header alone cannot tell
-        for check in (lambda ref: images.image_size(ref, check_complete=True, record_id="r1"),
-                      lambda ref: images.check_image_file(ref, record_id="r1")):  # the start-up scan's reader
+        assert image_headers.image_size(data[:cut]) == (64, 64)  # the header alone cannot tell
+        for check in (lambda ref: image_headers.image_size(ref, check_complete=True, record_id="r1"),
+                      lambda ref: image_headers.check_image_file(ref, record_id="r1")):  # the start-up scan's reader
             with pytest.raises(images.ImageLoadError) as info:
                 check(data[:cut])
             assert info.value.kind == "truncated_image" and "r1" in str(info.value)
@@ -75,14 +75,14 @@ def test_start_up_reader_agrees_with_pil_on_sizes_and_refusals(tmp_path):
     wide = noisy_image(5, size=(48, 20))
     for image_format in ("PNG", "JPEG"):
         data = encoded(wide, image_format)
-        assert images.check_image_file(data) == images.image_size(data) == (48, 20)
+        assert image_headers.check_image_file(data) == image_headers.image_size(data) == (48, 20)
     (tmp_path / "x.gif").write_bytes(encoded(wide, "GIF"))  # another format: through PIL
-    assert images.check_image_file("x.gif", root=tmp_path) == (48, 20)
+    assert image_headers.check_image_file("x.gif", root=tmp_path) == (48, 20)
     (tmp_path / "text.png").write_text("not an image")
     for ref, kind in (("text.png", "unreadable_image"), ("gone.png", "missing_image"),
                       ("../x.png", "image_outside_root")):
         with pytest.raises(images.ImageLoadError) as info:
-            images.check_image_file(ref, root=tmp_path)
+            image_headers.check_image_file(ref, root=tmp_path)
         assert info.value.kind == kind
 
 
@@ -175,7 +175,7 @@ def _corrupt_after_startup(path, names):
         start = data.index(b"IDAT") + 8
         data[start:start + 40] = b"\xff" * 40  # the zlib stream is broken; IEND is still there
         file.write_bytes(bytes(data))
-        images.image_size(name, root=path.parent, check_complete=True)  # the scan would pass it
+        image_headers.image_size(name, root=path.parent, check_complete=True)  # the scan would pass it
         with pytest.raises(images.ImageLoadError):
             images.load_image(name, root=path.parent)
 

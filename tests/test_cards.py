@@ -20,9 +20,15 @@ from mmft.config.data_args import DataArguments
 from mmft.config.model_args import ModelArguments
 from mmft.config.training_args import VLMTrainingArguments
 from mmft.data import cards
-from mmft.data.cards import CardError, ColumnMapping, detect_mapping, find_card, list_cards, metrics_for, parse_card
-from mmft.data.records import RecordError
-from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records
+from mmft.data.card_errors import CardError
+from mmft.data.card_schema import parse_card
+from mmft.data.cards import find_card, list_cards, metrics_for
+from mmft.data.column_detection import detect_mapping
+from mmft.data.columns import ColumnMapping
+from mmft.data.record_datasets import RecordDataset, RecordIterableDataset
+from mmft.data.record_errors import RecordError
+from mmft.data.source_errors import SourceError
+from mmft.data.sources import load_records
 from mmft.errors import UsageError
 from mmft.metrics import available_metrics
 from mmft.workflow import build_trainer, load_datasets

@@ -77,6 +77,22 @@ def test_label_audit_system_three_turns_two_images(tiny_processor):
     audit(tiny_processor, batch)
 
 
+def test_label_turn_suffix_adds_the_newline_after_each_end_of_turn(tiny_processor):
+    """--label_turn_suffix: the ChatML newline after each <|im_end|> is supervised too (TRL's completion labels), and
+    nothing else changes; the default leaves it out (the answer and its end-of-turn token only)."""
+    tokenizer = tiny_processor.tokenizer
+    record = three_turn_record()
+    plain = VLMCollator(tiny_processor)([record])
+    suffixed = VLMCollator(tiny_processor, label_turn_suffix=True)([record])
+    assert torch.equal(plain["input_ids"], suffixed["input_ids"])
+    runs = [tokenizer.decode(run, skip_special_tokens=False) for run in supervised_runs(suffixed["labels"][0])]
+    assert runs == [f"{answer}<|im_end|>\n" for answer in ANSWERS]
+    added = (suffixed["labels"][0] != IGNORE_INDEX) & (plain["labels"][0] == IGNORE_INDEX)
+    assert int(added.sum()) == len(ANSWERS)
+    assert tokenizer.decode(suffixed["input_ids"][0][added]) == "\n" * len(ANSWERS)
+    assert not ((plain["labels"][0] != IGNORE_INDEX) & (suffixed["labels"][0] == IGNORE_INDEX)).any()
+
+
 def test_label_audit_with_pad_equal_to_eos(tiny_llava_pad_eos_dir):
     from transformers import AutoProcessor
 

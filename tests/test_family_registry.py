@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mmft.data.sources import RecordDataset
+from mmft.data.record_datasets import RecordDataset
 from mmft.families import GENERIC, REGISTRY, Family, UnsupportedRecordError, family_for_processor
 from mmft.testing import resolve_builtin_model, tiny_fixtures
 from mmft.train.collator import VLMCollator

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from mmft.data import images
-from mmft.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, fit_to_pixels, image_size, load_image
+from mmft.data import image_refs
+from mmft.data.image_errors import ImageLoadError
+from mmft.data.image_geometry import fit_to_pixels
+from mmft.data.image_headers import image_size
+from mmft.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -295,7 +298,7 @@ def _forbid_network(monkeypatch):
     def urlopen(*args, **kwargs):
         raise AssertionError("network was accessed")
 
-    monkeypatch.setattr(images.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(image_refs.urllib.request, "urlopen", urlopen)
 
 
 class _FakeResponse:
@@ -330,21 +333,21 @@ def test_remote_url_fetched_when_allowed(monkeypatch):
         seen["url"], seen["timeout"] = request.full_url, timeout
         return _FakeResponse(body, {"Content-Length": str(len(body))})
 
-    monkeypatch.setattr(images.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(image_refs.urllib.request, "urlopen", urlopen)
     img = load_image("https://example.com/a.png", allow_remote=True)
     assert img.size == (40, 20) and img.getpixel((0, 0)) == RED
     assert seen == {"url": "https://example.com/a.png", "timeout": 30}
 
 
 def test_remote_size_cap(monkeypatch):
-    monkeypatch.setattr(images, "MAX_REMOTE_BYTES", 100)
+    monkeypatch.setattr(image_refs, "MAX_REMOTE_BYTES", 100)
     big = b"\x00" * 500
-    monkeypatch.setattr(images.urllib.request, "urlopen", lambda req, timeout=None: _FakeResponse(big))
+    monkeypatch.setattr(image_refs.urllib.request, "urlopen", lambda req, timeout=None: _FakeResponse(big))
     with pytest.raises(ImageLoadError, match="over the 100-byte cap"):
         load_image("https://example.com/big.png", allow_remote=True)
     # A server announcing a huge body is refused before reading it.
     monkeypatch.setattr(
-        images.urllib.request,
+        image_refs.urllib.request,
         "urlopen",
         lambda req, timeout=None: _FakeResponse(b"", {"Content-Length": "10000000000"}),
     )
@@ -356,7 +359,7 @@ def test_remote_fetch_failure_redacts_credentials_and_query(monkeypatch):
     def urlopen(request, timeout=None):
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(images.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(image_refs.urllib.request, "urlopen", urlopen)
     with pytest.raises(ImageLoadError) as err:
         load_image("https://user:hunter2@example.com/a.png?sig=SECRET", allow_remote=True, record_id="r9")
     msg = str(err.value)

@@ -19,7 +19,7 @@ from mmft.data.lengths import (
     plan_length_grouping,
     record_lengths,
 )
-from mmft.data.sources import RecordDataset
+from mmft.data.record_datasets import RecordDataset
 from mmft.testing import tiny_model_path
 from mmft.train.collator import VLMCollator
 from mmft.train.labels import IGNORE_INDEX

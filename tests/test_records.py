@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mmft.data.record_conversion import IMAGE_PLACEHOLDER
+from mmft.data.record_errors import RecordError
 from mmft.data.records import (
-    IMAGE_PLACEHOLDER,
-    RecordError,
     count_image_slots,
     first_user_text,
     is_canonical,

@@ -1,9 +1,9 @@
 """``to_canonical``'s fast path for plain LLaVA records must be invisible: same records, same errors, same ids.
 
-The fast path (``records._fast_llava``) exists for start-up time (100,000 records: ~37 us each on the general path,
-~7 us on it; benchmarks/RESULTS.md, "Start-up"). It may only ever return what the general path returns, and must
-hand every doubtful record over to the general path, which alone raises. These tests compare both paths on many
-generated records, valid and invalid, near the fast path's domain.
+The fast path (``mmft.data.record_fast_path._fast_llava``) exists for start-up time (100,000 records: ~37 us each on
+the general path, ~7 us on it; benchmarks/RESULTS.md, "Start-up"). It may only ever return what the general path
+returns, and must hand every doubtful record over to the general path, which alone raises. These tests compare both
+paths on many generated records, valid and invalid, near the fast path's domain.
 """
 
 import gc
@@ -12,8 +12,10 @@ import random
 
 import pytest
 
-from mmft.data import records
-from mmft.data.records import RecordError, gc_paused, to_canonical
+from mmft.data.record_conversion import _to_canonical_general
+from mmft.data.record_errors import RecordError
+from mmft.data.record_fast_path import _fast_llava
+from mmft.data.records import gc_paused, to_canonical
 from mmft.data.sources import load_records
 
 # Building blocks chosen around the fast path's edges: role spellings, placeholder layouts, blank texts, image refs
@@ -93,7 +95,7 @@ def _outcome(convert, raw, kwargs):
 
 
 def _general(raw, *, index=None, source=None, allow_text_only=True):
-    return records._to_canonical_general(raw, index, source, allow_text_only)
+    return _to_canonical_general(raw, index, source, allow_text_only)
 
 
 def test_fast_path_returns_exactly_what_the_general_path_returns():
@@ -106,7 +108,7 @@ def test_fast_path_returns_exactly_what_the_general_path_returns():
         got, want = _outcome(to_canonical, raw, kwargs), _outcome(_general, raw, kwargs)
         assert got == want, (raw, kwargs)
         valid += want[0] == "ok"
-        taken += records._fast_llava(raw, kwargs["index"], kwargs["source"], kwargs["allow_text_only"]) is not None
+        taken += _fast_llava(raw, kwargs["index"], kwargs["source"], kwargs["allow_text_only"]) is not None
     # The generator must exercise both sides: many valid records through the fast path, many errors.
     assert taken > 2_000 and valid - taken > 500 and 20_000 - valid > 5_000, (taken, valid)
 
@@ -122,7 +124,7 @@ def test_fast_path_returns_exactly_what_the_general_path_returns():
     {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}], "references": "Hello"},
 ])
 def test_common_llava_records_take_the_fast_path(raw):
-    fast = records._fast_llava(raw, 3, "train.jsonl", True)
+    fast = _fast_llava(raw, 3, "train.jsonl", True)
     assert fast is not None  # if this fails, start-up on large LLaVA files is ~4x slower again
     assert fast == _general(raw, index=3, source="train.jsonl") == to_canonical(raw, index=3, source="train.jsonl")
 

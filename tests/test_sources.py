@@ -18,8 +18,11 @@ import PIL.ImageFile
 import pytest
 
 from mmft.data import shapes
-from mmft.data.records import RecordError
-from mmft.data.sources import RecordDataset, RecordIterableDataset, SourceError, load_records, read_json_records
+from mmft.data.local_files import read_json_records
+from mmft.data.record_datasets import RecordDataset, RecordIterableDataset
+from mmft.data.record_errors import RecordError
+from mmft.data.source_errors import SourceError
+from mmft.data.sources import load_records
 
 
 def _llava(record_id: str, image: str | None = "images/a.png", question: str = "What colour is it?",

@@ -62,6 +62,8 @@ def _merge(args):
                 base=args.base, trust_remote_code=args.trust_remote_code)
 
 
+# The subcommands' argparse declarations share their shape with the other commands' (mmft.evaluation.inference,
+# mmft.contrastive.embed) on purpose: each command declares its own flags, next to its handler.
 def build_parser() -> argparse.ArgumentParser:
     from ..dtypes import DTYPE_NAMES  # one dtype vocabulary for merge, eval and predict
     parser = argparse.ArgumentParser(prog="mmft", description=" ".join(__doc__.split()).replace("``", ""))

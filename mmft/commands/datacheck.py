@@ -10,10 +10,10 @@ accelerate launch recipes/instruct.py ...``.
 How each check is made, and why:
 
 - **Records** go through :func:`mmft.data.records.to_canonical`, the very conversion training uses, so "valid here"
-  means "valid in training". Its :class:`~mmft.data.records.RecordError` is sorted into a kind (bad roles, empty turn,
-  placeholder/image mismatch, malformed record) by what it says.
-- **Images** are checked with :func:`mmft.data.images.image_size`: the same path rules as training (relative to the
-  image root, nothing escaping it) and a header-only read, so no pixel is decoded and memory stays flat however
+  means "valid in training". Its :class:`~mmft.data.record_errors.RecordError` is sorted into a kind (bad roles,
+  empty turn, placeholder/image mismatch, malformed record) by what it says.
+- **Images** are checked with :func:`mmft.data.image_headers.image_size`: the same path rules as training (relative
+  to the image root, nothing escaping it) and a header-only read, so no pixel is decoded and memory stays flat however
   large the images are. A truncated PNG or JPEG is caught too, by its missing end marker (``IEND`` / ``EOI``:
   a few bytes read at the end of the file). A file cut elsewhere, or corrupt inside its pixel data, passes;
   ``--decode_images`` (or ``--model``, which runs the real collator) decodes every image to catch those too.

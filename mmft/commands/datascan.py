@@ -16,7 +16,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..data.records import RecordError, to_canonical
+from ..data.record_errors import RecordError
+from ..data.records import to_canonical
 from .datareport import WARNING_KINDS, build_report
 from .datastream import RawRow, Source
 
@@ -139,12 +140,15 @@ class DataChecker:
     """
 
     def __init__(self, options: CheckOptions, *, collator=None, model_name: str | None = None):
+        from ..data import image_headers, image_refs
         from ..data import images as images_lib
 
         self.options = options
         self.collator = collator
         self.model_name = model_name
         self._images = images_lib
+        self._image_headers = image_headers
+        self._image_refs = image_refs
         self.max_image_pixels = (
             images_lib.DEFAULT_MAX_IMAGE_PIXELS if options.max_image_pixels is None else options.max_image_pixels
         )
@@ -229,7 +233,7 @@ class DataChecker:
 
     # ---- images --------------------------------------------------------------------------------------------
     def _check_image(self, ref, record_id: str, where: str, image_root: str | None) -> bool:
-        if isinstance(ref, str) and self._images._URL_SCHEME.match(ref):
+        if isinstance(ref, str) and self._image_refs._URL_SCHEME.match(ref):
             if self.options.allow_remote_images:
                 self.remote_unchecked += 1  # never fetched by a check: training fetches it
                 return True
@@ -273,8 +277,8 @@ class DataChecker:
                 image.close()
             else:
                 # The header, and the end marker of a PNG / JPEG (truncated files): a few bytes, nothing decoded.
-                width, height = images.image_size(ref, root=image_root, allow_outside_root=outside,
-                                                  check_complete=True)
+                width, height = self._image_headers.image_size(ref, root=image_root, allow_outside_root=outside,
+                                                               check_complete=True)
         except images.ImageLoadError as error:
             return ("error", error.kind, str(error))
         if self.max_image_pixels is not None and width * height > self.max_image_pixels:

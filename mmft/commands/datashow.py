@@ -96,8 +96,8 @@ def render_segments(parts: list[Segment], tokenizer, *, colour: bool) -> str:
 
 def _find_record(source, index: int):
     """The raw row at ``index`` (streamed up to it), converted; exits with the record's error if it is invalid."""
-    from ..data.records import RecordError
-    from ..data.sources import _convert
+    from ..data.record_datasets import _convert
+    from ..data.record_errors import RecordError
 
     if index < 0:
         sys.exit(f"mmft data show: --index must be >= 0, got {index}.")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.records import RecordError, _record_id
+from ..data.record_errors import RecordError, _record_id
 from ..errors import MissingPathError, UsageError
 
 __all__ = ["RawRow", "Source", "open_source"]
@@ -79,9 +79,10 @@ def open_source(
 
 
 class _DetectFromFirstRow:
-    """Training's first-row column detection (``mmft.data.sources.DetectOnFirstRow``), except that a row whose columns
-    fit no layout is reported as that record's problem and the next row is tried (a broken first record must not hide
-    the rest of the file). ``mmft.data.sources`` (and torch) load on the first row, keeping ``mmft --help`` fast."""
+    """Training's first-row column detection (``mmft.data.row_mapping.DetectOnFirstRow``), except that a row whose
+    columns fit no layout is reported as that record's problem and the next row is tried (a broken first record must
+    not hide the rest of the file). ``mmft.data.row_mapping`` (and torch) load on the first row, keeping
+    ``mmft --help`` fast."""
 
     def __init__(self, source: str, columns: Mapping[str, str] | None = None, prompt_template: str | None = None):
         self.source = source
@@ -89,7 +90,8 @@ class _DetectFromFirstRow:
         self.detector = None
 
     def __call__(self, row, index: int):
-        from ..data.sources import DetectOnFirstRow, SourceError
+        from ..data.row_mapping import DetectOnFirstRow
+        from ..data.source_errors import SourceError
 
         if not isinstance(row, Mapping):
             return row  # to_canonical names what is wrong with it

@@ -121,6 +121,15 @@ class DataArguments:
                           "least 100 samples, so at the default 0.01 one bad sample among the first few does not "
                           "stop a run. 0 stops at the first bad record (with the report)."},
     )
+    label_turn_suffix: bool = field(
+        default=False,
+        metadata={"help": "Also supervise what the chat template writes after each answer's end-of-turn token "
+                          "(ChatML's newline after <|im_end|>; nothing for templates that write nothing there). "
+                          "Default false: "
+                          "labels cover the answer and its end-of-turn token, the token generation stops at, and "
+                          "nothing the model never has to produce. true matches TRL's completion-only labels "
+                          "(benchmarks/RESULTS.md, issue #16, measures both)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training records."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation records."})
     streaming: bool = field(

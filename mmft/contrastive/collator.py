@@ -20,6 +20,8 @@ NUM_DROPPED_KEY = "num_dropped_pairs"
 class ContrastiveCollator:
     def __init__(self, adapter, processor, *, max_pixels=None, max_image_pixels=images_lib.DEFAULT_MAX_IMAGE_PIXELS,
                  allow_images_outside_root=False, allow_remote_images=False, seed: int = 0):
+        # Plain attributes on purpose, laid out like the length-grouped sampler's (mmft.data.lengths): seed and epoch
+        # (set_epoch) draw each record's caption reproducibly per epoch.
         self.adapter = adapter
         self.processor = processor
         self.max_pixels = max_pixels

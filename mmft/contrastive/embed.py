@@ -202,6 +202,8 @@ def _model_label(model: str) -> str:
 
 
 # ---- the `mmft embed` command -------------------------------------------------------------------------------------
+# Declared here, next to its handler, like every command's flags (mmft.commands.cli, mmft.evaluation.inference):
+# the add_parser / add_argument calls share their shape on purpose.
 def add_embed_command(commands) -> None:
     """Register ``embed`` on the ``mmft`` command's subparsers."""
     embed = commands.add_parser(

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..data.records import RecordError
+from ..data.record_errors import RecordError
 from ..errors import UsageError
 
 logger = logging.getLogger("mmft")

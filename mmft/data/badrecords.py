@@ -4,14 +4,14 @@ A record is *bad* when it cannot become a training sample through no fault of th
 (``RecordError``), or its image is missing, outside the image root, over the decompression-bomb cap, truncated or
 unreadable (``ImageLoadError``, sorted by its ``kind``). Two places find them:
 
-1. **The start-up scan** (:func:`scan_dataset`, from ``mmft.workflow.load_datasets``, before the model loads):
-   every in-memory record's structure (validated as it was loaded) and every image's header and, for PNG and JPEG,
-   its end marker (``IEND`` / ``EOI``, a few bytes at the end of the file: ``mmft.data.images.check_image_file``).
-   Nothing is decoded, and PNG and JPEG headers are read directly rather than through PIL: 10,000 images
-   (224x300, page cache) scan in 2.2 s against 3.2 s through ``PIL.Image.open`` on the 2-core CI machine, most of
-   it the path checks (resolving symlinks and ``..`` against the image root, ~160 us an image there), which the
-   loader makes again. It runs on a thread pool (which helps on network storage, where reads wait; on a local disk
-   the GIL bounds it) and under several processes each process scans an equal share.
+1. **The start-up scan** (:func:`scan_dataset`, from ``mmft.workflow.load_datasets``, before the model loads): every
+   in-memory record's structure (validated as it was loaded) and every image's header and, for PNG and JPEG, its end
+   marker (``IEND`` / ``EOI``, a few bytes at the end of the file: ``mmft.data.image_headers.check_image_file``).
+   Nothing is decoded, and PNG and JPEG headers are read directly rather than through PIL: 10,000 images (224x300, page
+   cache) scan in 2.2 s against 3.2 s through ``PIL.Image.open`` on the 2-core CI machine, most of it the path checks
+   (resolving symlinks and ``..`` against the image root, ~160 us an image there), which the loader makes again. It
+   runs on a thread pool (which helps on network storage, where reads wait; on a local disk the GIL bounds it) and
+   under several processes each process scans an equal share.
 2. **The data loader** (``VLMCollator`` with ``on_bad_record``): a record whose image passed the scan but fails to
    decode (corrupt pixel data, a file changed or removed after the scan, a streamed dataset, which has no scan).
 
@@ -123,13 +123,15 @@ class ScanResult:
 def _image_problem(ref, image_root, *, allow_outside_root: bool, allow_remote: bool,
                    max_image_pixels: int | None) -> tuple[str, str] | None:
     """``(reason, message)`` for an image the loader would refuse or fail on, by header and end marker; else None."""
-    from . import images
+    from .image_errors import ImageLoadError
+    from .image_headers import check_image_file
+    from .image_refs import _URL_SCHEME
 
-    if isinstance(ref, str) and images._URL_SCHEME.match(ref) and allow_remote:
+    if isinstance(ref, str) and _URL_SCHEME.match(ref) and allow_remote:
         return None  # never fetched at start-up: the loader fetches it (and drops it if it fails)
     try:
-        width, height = images.check_image_file(ref, root=image_root, allow_outside_root=allow_outside_root)
-    except images.ImageLoadError as error:
+        width, height = check_image_file(ref, root=image_root, allow_outside_root=allow_outside_root)
+    except ImageLoadError as error:
         return error.kind, str(error)
     if max_image_pixels is not None and width * height > max_image_pixels:
         shown = repr(ref) if isinstance(ref, str) else f"<{type(ref).__name__}>"
@@ -177,8 +179,8 @@ def scan_records(records: Sequence[dict], image_root, *, allow_outside_root: boo
 
 def scan_dataset(dataset, data_args, *, what: str = "training", process_index: int = 0, num_processes: int = 1,
                  gather: Callable | None = None) -> ScanResult | None:
-    """Scan an in-memory record dataset (``mmft.data.sources.RecordDataset`` built from a file or a list) for bad
-    records: those its loading set aside as invalid, and those whose images fail :func:`scan_records`.
+    """Scan an in-memory record dataset (``mmft.data.record_datasets.RecordDataset`` built from a file or a list) for
+    bad records: those its loading set aside as invalid, and those whose images fail :func:`scan_records`.
 
     Under ``drop`` they are taken out of ``dataset`` (and logged); too many of them, or any under ``error``, raise
     :class:`BadRecordError` naming them. Streamed datasets and rows of a ``datasets`` object (converted on access:

@@ -15,7 +15,9 @@ feed the model a black square). The loader therefore:
   clipped), because vision processors assume 8-bit RGB;
 - optionally downscales to a pixel budget, decoding JPEGs at reduced resolution when that is much cheaper.
 
-:func:`image_size` reads only the header, for cheap sequence-length estimates (e.g. length-grouped sampling).
+:func:`~mmft.data.image_headers.image_size` reads only the header, for cheap sequence-length estimates (e.g.
+length-grouped sampling). The pieces: ``image_refs`` (paths, bytes, URLs), ``image_headers`` (sizes and truncation
+without decoding), ``image_geometry`` (orientation, pixel budgets, resizing), ``image_errors``.
 
 Error messages name the record id, the reference (path or kind, never the file's contents) and what to do.
 """
@@ -24,25 +26,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
-import re
-import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
-from ..errors import UsageError
+from .image_errors import ImageLoadError, _Context, _decode_error
+from .image_geometry import _SWAPPING_ORIENTATIONS, _exif_orientation, fit_to_pixels, resize
+from .image_refs import _resolve_source
 
-__all__ = [
-    "DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "check_image_file", "fit_to_pixels", "image_size", "load_image",
-    "resize",
-]
+# ImageLoadError, fit_to_pixels and resize are named here too: callers reach them as attributes of this module
+# (mmft.train.collator's images_lib.ImageLoadError, .fit_to_pixels, .resize).
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "ImageLoadError", "fit_to_pixels", "load_image", "resize"]
 
 # Decompression-bomb cap: 64 megapixels (e.g. 8000x8000). That is above what real training images are (phone and
 # most camera photos are 12-50 MP, and every VLM processor downsizes to ~0.2-4 MP anyway) yet bounds the worst case
@@ -51,33 +50,11 @@ __all__ = [
 # It is also below PIL's own warning threshold (~89.5 MP), so our clear error fires before PIL's generic one.
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
-# Remote images (only with allow_remote=True): a slow or hostile server must not stall a worker forever or make it
-# buffer an unbounded response.
-REMOTE_TIMEOUT_S = 30
-MAX_REMOTE_BYTES = 64 * 1024 * 1024
-
-# EXIF orientations 5-8 include a 90-degree turn, so the displayed width/height are the stored ones swapped.
-_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _WHITE = (255, 255, 255, 255)
 
 
-class ImageLoadError(UsageError):
-    """Raised for any image that cannot be used; the message names the record id (when given), the ref (path/kind)
-    and what to do. ``kind`` sorts it for reports (``mmft data check``, the training drop counts): ``missing_image``,
-    ``image_outside_root``, ``image_too_large``, ``truncated_image`` (no end marker, found without decoding) or
-    ``unreadable_image``."""
-
-    def __init__(self, message: str, kind: str = "unreadable_image"):
-        super().__init__(message)
-        self.kind = kind
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Public API
-
-
+# The same ref/root/allow_outside_root/record_id keywords as image_size and check_image_file (mmft.data.image_headers),
+# written out on purpose there and here: see the note at image_size.
 def load_image(
     ref: Any,
     *,
@@ -140,351 +117,13 @@ def load_image(
     return _decode(io.BytesIO(source), desc, ctx, max_pixels=max_pixels, max_image_pixels=max_image_pixels)
 
 
-def image_size(
-    ref: Any,
-    *,
-    root: str | os.PathLike | None = None,
-    allow_outside_root: bool = False,
-    check_complete: bool = False,
-    record_id: str | None = None,
-) -> tuple[int, int]:
-    """(width, height) after EXIF orientation, read from the header only without decoding pixels (for cheap length
-    estimates). Accepts the same refs as :func:`load_image` except URLs (this never touches the network).
-
-    ``check_complete`` also checks that a PNG or JPEG file is not cut short, by its end marker (PNG's ``IEND`` chunk,
-    JPEG's ``EOI``), still without decoding: a few bytes read at the end of the file (see :func:`_is_complete`).
-    A truncated file raises ``ImageLoadError`` of kind ``truncated_image``. Other formats are not checked."""
-    ctx = _Context(record_id)
-    if isinstance(ref, Image.Image):
-        return _oriented_size(ref, _exif_orientation(ref))
-    source, desc = _resolve_source(ref, root=root, allow_outside_root=allow_outside_root, allow_remote=False, ctx=ctx)
-    try:
-        with warnings.catch_warnings():
-            # Only the header is read, so a huge claimed size is harmless here; PIL's warning would be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open_source(source) as fp, Image.open(fp) as img:
-                size = _oriented_size(img, _exif_orientation(img, header_only=True))
-                if check_complete and _is_complete(fp, img.format) is False:
-                    raise _truncated(ctx, desc, img.format)
-                return size
-    except ImageLoadError:
-        raise
-    except Exception as exc:
-        raise _decode_error(exc, desc, ctx) from exc
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Resolving a ref to a file path or to bytes
-
-
-class _Context:
-    """Carries the record id so every error message can name it."""
-
-    def __init__(self, record_id: str | None) -> None:
-        self.record_id = record_id
-
-    def error(self, what: str, todo: str, kind: str = "unreadable_image") -> ImageLoadError:
-        prefix = f"record {self.record_id!r}: " if self.record_id is not None else ""
-        return ImageLoadError(f"{prefix}{what}. {todo}", kind)
-
-
 def _check_positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
-def _resolve_source(
-    ref: Any, *, root: str | os.PathLike | None, allow_outside_root: bool, allow_remote: bool, ctx: _Context
-) -> tuple[Path | bytes, str]:
-    """Return ``(source, description)``: a checked, existing file path or the image's bytes."""
-    if isinstance(ref, dict):
-        # datasets.Image(decode=False) yields {"bytes": b or None, "path": str or None}. The bytes are the image
-        # itself (e.g. from a parquet shard), so they win; "path" is then just the original file name.
-        data, path = ref.get("bytes"), ref.get("path")
-        if data:
-            return _as_bytes(data), f"datasets Image dict bytes ({len(data)} bytes, path={path!r})"
-        if path:
-            source, desc = _resolve_source(
-                path, root=root, allow_outside_root=allow_outside_root, allow_remote=allow_remote, ctx=ctx
-            )
-            return source, f"datasets Image dict {desc}"
-        raise ctx.error(
-            "datasets Image dict has neither 'bytes' nor 'path'", "The record has no image; fix or drop it."
-        )
-    if isinstance(ref, os.PathLike):
-        ref = os.fsdecode(os.fspath(ref))
-    if isinstance(ref, (bytes, bytearray, memoryview)):
-        # Describe bytes by their length only: error messages must never carry file contents.
-        return _as_bytes(ref), f"<image bytes, {len(ref)} bytes>"
-    if not isinstance(ref, str):
-        raise ctx.error(
-            f"unsupported image reference of type {type(ref).__name__}",
-            "Use a path, bytes, a PIL image, a datasets Image dict or an http(s) URL.",
-        )
-    if not ref:
-        raise ctx.error("empty image path", "The record has no image; fix or drop it.")
-    if _URL_SCHEME.match(ref):
-        return _fetch_url(ref, allow_remote=allow_remote, ctx=ctx)
-    return _resolve_path(ref, root=root, allow_outside_root=allow_outside_root, ctx=ctx)
-
-
-def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    return data if isinstance(data, bytes) else bytes(data)
-
-
-def _resolve_path(
-    ref: str, *, root: str | os.PathLike | None, allow_outside_root: bool, ctx: _Context
-) -> tuple[Path, str]:
-    root_path = Path(root) if root is not None else Path.cwd()
-    root_resolved = root_path.resolve()
-    given = Path(ref)
-    # resolve() follows every symlink and collapses "..", so the containment check below sees the real target.
-    try:
-        resolved = (given if given.is_absolute() else root_resolved / given).resolve()
-    except (OSError, ValueError, RuntimeError) as exc:  # embedded NUL, symlink loop, ...
-        raise ctx.error(f"invalid image path {ref!r}: {exc}", "Fix the record's image path.") from exc
-    desc = f"image path {ref!r} (resolved to {str(resolved)!r}, image root {str(root_resolved)!r})"
-    outside_hint = (
-        "Image paths must be relative to the image root; if reading outside it is intended, pass "
-        "--allow_images_outside_root (allow_outside_root=True)."
-    )
-    if not allow_outside_root:
-        if given.is_absolute():
-            raise ctx.error(f"refused absolute {desc}", outside_hint, "image_outside_root")
-        if not resolved.is_relative_to(root_resolved):
-            raise ctx.error(
-                f"refused {desc}: it resolves outside the image root (via '..' or a symlink)", outside_hint,
-                "image_outside_root",
-            )
-    if not resolved.is_file():
-        what = "is not a file" if resolved.exists() else "does not exist"
-        raise ctx.error(
-            f"{desc} {what}",
-            "Check --image_root (relative image paths resolve against it) and that the dataset's images are present.",
-            "missing_image",
-        )
-    return resolved, desc
-
-
-def _redact_url(url: str) -> str:
-    """The URL without credentials or query string (which often carries signed tokens)."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "?..." if parts.query else "", ""))
-
-
-def _fetch_url(url: str, *, allow_remote: bool, ctx: _Context) -> tuple[bytes, str]:
-    shown = _redact_url(url)
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("http", "https"):
-        raise ctx.error(
-            f"unsupported URL scheme {scheme!r} in image reference {shown!r}",
-            "Use a path relative to the image root, or an http(s) URL with allow_remote=True.",
-        )
-    desc = f"image URL {shown!r}"
-    if not allow_remote:
-        raise ctx.error(
-            f"refused remote {desc}: fetching images over the network is off by default",
-            "Download the images and use local paths, or enable remote images (allow_remote=True) if intended.",
-        )
-    request = urllib.request.Request(url, headers={"User-Agent": "mmft-image-loader"})
-    try:
-        with urllib.request.urlopen(request, timeout=REMOTE_TIMEOUT_S) as response:
-            length = response.headers.get("Content-Length") if response.headers is not None else None
-            if length is not None and length.isdigit() and int(length) > MAX_REMOTE_BYTES:
-                raise ctx.error(
-                    f"{desc} is {int(length)} bytes, over the {MAX_REMOTE_BYTES}-byte cap", "Use a smaller image."
-                )
-            # Read one byte past the cap so an over-long body (or a lying Content-Length) is detected.
-            data = response.read(MAX_REMOTE_BYTES + 1)
-    except ImageLoadError:
-        raise
-    except Exception as exc:  # URLError, HTTPError, timeouts, connection resets, ...
-        raise ctx.error(
-            f"could not fetch {desc}: {type(exc).__name__}: {_safe_message(exc)}",
-            "Check the URL and the network, or download the images and use local paths.",
-        ) from exc
-    if len(data) > MAX_REMOTE_BYTES:
-        raise ctx.error(f"{desc} is over the {MAX_REMOTE_BYTES}-byte cap", "Use a smaller image.")
-    return data, desc
-
-
-def _open_source(source: Path | bytes):
-    return open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
-
-
-def check_image_file(
-    ref: Any,
-    *,
-    root: str | os.PathLike | None = None,
-    allow_outside_root: bool = False,
-    record_id: str | None = None,
-) -> tuple[int, int]:
-    """(width, height) as stored, after the checks training's start-up scan makes: the path rules, a readable header,
-    and (PNG, JPEG) the end marker. Raises ``ImageLoadError`` like :func:`image_size` with ``check_complete``.
-
-    PNG and JPEG headers are read here directly (PNG's IHDR, JPEG's start-of-frame): with the end marker ~15 us a
-    file in the page cache, against ~100 us for ``PIL.Image.open``'s header parse, which matters on every start of
-    a run over a large dataset (the path checks cost more still, and are the same as the loader's). Other formats,
-    and files this reader cannot follow, go through :func:`image_size`. Sizes are as stored, not EXIF-oriented
-    (orientation does not change the pixel count)."""
-    if isinstance(ref, Image.Image):
-        return ref.size
-    ctx = _Context(record_id)
-    source, desc = _resolve_source(ref, root=root, allow_outside_root=allow_outside_root, allow_remote=False, ctx=ctx)
-    try:
-        with _open_source(source) as fp:
-            header = fp.read(32)
-            size = fp.seek(0, os.SEEK_END)
-            image_format, dimensions = _direct_header(fp, header, size)
-            if dimensions is not None:
-                if not _is_complete(fp, image_format):
-                    raise _truncated(ctx, desc, image_format)
-                return dimensions
-    except ImageLoadError:
-        raise
-    except OSError as exc:
-        raise _decode_error(exc, desc, ctx) from exc
-    return image_size(ref, root=root, allow_outside_root=allow_outside_root, check_complete=True,
-                      record_id=record_id)
-
-
-def _direct_header(fp: Any, header: bytes, size: int) -> tuple[str | None, tuple[int, int] | None]:
-    """``(format, (width, height))`` for a PNG or a baseline/progressive JPEG; ``(None, None)`` when not followed."""
-    if header.startswith(b"\x89PNG\r\n\x1a\n") and header[12:16] == b"IHDR" and len(header) >= 24:
-        return "PNG", (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big"))
-    if not header.startswith(b"\xff\xd8"):
-        return None, None
-    position = 2
-    while position + 9 <= size:
-        fp.seek(position)
-        segment = fp.read(9)
-        if segment[0] != 0xFF:
-            return None, None
-        marker = segment[1]
-        if marker == 0xFF:
-            position += 1
-        elif marker in _JPEG_START_OF_FRAME:  # FF Cn, length, precision, height, width
-            return "JPEG", (int.from_bytes(segment[7:9], "big"), int.from_bytes(segment[5:7], "big"))
-        elif marker == _JPEG_SOS or marker in _JPEG_STANDALONE_MARKERS:
-            return None, None  # no frame header before the scan: let PIL judge
-        else:
-            position += 2 + int.from_bytes(segment[2:4], "big")
-    return None, None
-
-
-def _truncated(ctx: _Context, desc: str, image_format: str | None) -> ImageLoadError:
-    marker = "IEND chunk" if image_format == "PNG" else "end-of-image (EOI) marker"
-    return ctx.error(f"{desc} is truncated: the {image_format} file ends before its {marker}",
-                     "Re-download or re-encode the image, or drop the record.", "truncated_image")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Truncation by end marker, without decoding
-
-# A PNG ends with an empty IEND chunk: length 0, type, CRC (always these 12 bytes). A JPEG ends with the EOI marker.
-_PNG_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_JPEG_EOI = b"\xff\xd9"
-_JPEG_SOS = 0xDA
-_JPEG_STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})  # TEM, SOI, RST0-7: no length field
-_JPEG_START_OF_FRAME = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_TAIL_BYTES = 64  # room for the zero padding some encoders write after EOI
-_SCAN_CHUNK = 1 << 20
-
-
-def _is_complete(fp: Any, image_format: str | None) -> bool | None:
-    """Whether a PNG / JPEG file holds its end marker (``None``: another format, not checked). Reads bytes, never
-    decodes.
-
-    The common case costs one seek and one small read at the end of the file. Only a file whose last bytes are not
-    the marker (a truncated one, or a valid one followed by extra data: a JPEG with an appended trailer such as a
-    phone's motion-photo video, a PNG with bytes after IEND) takes the slow path, which finds the marker where the
-    format puts it, so extra data after a complete image is never taken for truncation:
-
-    - PNG: walk the chunks from the signature (8-byte headers, seeking over the data) to IEND, which must fit in
-      the file;
-    - JPEG: walk the marker segments to the first start-of-scan, then look for EOI in the entropy-coded data, where
-      ``FF D9`` cannot occur otherwise (a data byte ``FF`` is always followed by ``00`` or a restart marker; the EOI
-      of an embedded EXIF thumbnail sits before the scan, so it does not count).
-    """
-    if image_format not in ("PNG", "JPEG", "MPO"):  # MPO: PIL's name for multi-picture JPEGs (many phone photos)
-        return None
-    size = fp.seek(0, os.SEEK_END)
-    fp.seek(max(0, size - _TAIL_BYTES))
-    tail = fp.read(_TAIL_BYTES)
-    if image_format == "PNG":
-        return tail.endswith(_PNG_IEND_CHUNK) or _png_has_iend(fp, size)
-    return tail.rstrip(b"\x00").endswith(_JPEG_EOI) or _jpeg_has_eoi(fp, size)
-
-
-def _png_has_iend(fp: Any, size: int) -> bool:
-    position = 8  # after the signature
-    while position + 8 <= size:
-        fp.seek(position)
-        header = fp.read(8)
-        end = position + 12 + int.from_bytes(header[:4], "big")  # length, type, data, CRC
-        if header[4:8] == b"IEND":
-            return end <= size
-        position = end
-    return False
-
-
-def _jpeg_has_eoi(fp: Any, size: int) -> bool:
-    position = 2  # after SOI
-    while True:
-        fp.seek(position)
-        segment = fp.read(4)
-        if len(segment) < 2 or segment[0] != 0xFF:
-            return False
-        marker = segment[1]
-        if marker == 0xFF:  # fill byte before a marker
-            position += 1
-        elif marker == _JPEG_SOS:
-            break
-        elif marker in _JPEG_STANDALONE_MARKERS:
-            position += 2
-        elif len(segment) < 4:
-            return False
-        else:
-            position += 2 + int.from_bytes(segment[2:4], "big")
-    fp.seek(position)
-    previous = b""
-    while chunk := fp.read(_SCAN_CHUNK):
-        if _JPEG_EOI in previous[-1:] + chunk:
-            return True
-        previous = chunk
-    return False
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Decoding
-
-
-def _safe_message(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message, short and without byte-string reprs (which could echo file contents)."""
-    msg = str(exc)
-    if "b'" in msg or 'b"' in msg or "\\x" in msg:
-        return "(details omitted)"
-    return msg if len(msg) <= limit else msg[:limit] + "..."
-
-
-def _decode_error(exc: BaseException, desc: str, ctx: _Context) -> ImageLoadError:
-    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
-        return ctx.error(
-            f"refused {desc} as a likely decompression bomb: {_safe_message(exc)}",
-            "If the image is legitimate, raise max_image_pixels (None disables our cap) and, for images over "
-            f"{2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 0} pixels, PIL's process-wide "
-            "PIL.Image.MAX_IMAGE_PIXELS.",
-            "image_too_large",
-        )
-    if isinstance(exc, UnidentifiedImageError):
-        return ctx.error(f"{desc} is not a recognised image file", "Check the file; re-download or re-encode it.")
-    return ctx.error(
-        f"{desc} is corrupt or truncated ({type(exc).__name__}: {_safe_message(exc)})",
-        "Re-download or re-encode the image, or drop the record.",
-    )
 
 
 def _decode(fp: Any, desc: str, ctx: _Context, *, max_pixels: int | None, max_image_pixels: int | None) -> Image.Image:
@@ -572,64 +211,6 @@ def _finish(
 def _is_loaded(img: Image.Image) -> bool:
     # ImageFile keeps a non-empty tile list until its pixels have been decoded.
     return not getattr(img, "tile", None)
-
-
-def fit_to_pixels(width: int, height: int, pixels: float, *, rounding: str = "down") -> tuple[int, int]:
-    """The size, aspect kept, of a ``width`` x ``height`` image scaled to about ``pixels`` pixels; never larger.
-
-    One computation, two roundings, because the two callers bound the pixel count from opposite sides:
-
-    - ``"down"`` (a cap: ``max_pixels``): the largest size with ``w * h <= pixels`` (sides rounded to nearest, then
-      floored if that overshoots; an extremely elongated image, one side clamped to 1 px, has its long side cut);
-    - ``"up"`` (a floor: the shrink policy's ``--shrink_min_pixels``): both sides rounded up, so ``w * h >= pixels``
-      and a size computed at the floor is never below it.
-
-    An image already at or under ``pixels`` keeps its size either way. Sides are >= 1.
-    """
-    if rounding not in ("down", "up"):
-        raise ValueError(f"fit_to_pixels: rounding is 'down' or 'up', not {rounding!r}")
-    if width * height <= pixels:
-        return width, height
-    scale = math.sqrt(pixels / (width * height))
-    if rounding == "up":
-        return min(width, max(1, math.ceil(width * scale))), min(height, max(1, math.ceil(height * scale)))
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    if new_w * new_h > pixels:
-        new_w, new_h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
-    # Only extremely elongated images get here (a side clamped to 1 px): shorten the long side to fit the budget.
-    while new_w * new_h > pixels:
-        if new_w >= new_h:
-            new_w = max(1, int(pixels // new_h))
-        else:
-            new_h = max(1, int(pixels // new_w))
-    return min(new_w, width), min(new_h, height)
-
-
-def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``image`` resampled to ``size`` the way mmft always downscales (a new image)."""
-    # LANCZOS for quality; reducing_gap first shrinks by an integer factor with a box filter, which is much faster on
-    # big reductions and visually indistinguishable at a gap of 3.
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def _exif_orientation(img: Image.Image, *, header_only: bool = False) -> int:
-    """The EXIF (or XMP) orientation tag, 1 when absent or unreadable."""
-    try:
-        if header_only and img.format == "PNG":
-            # PngImageFile.getexif() decodes the whole image to look for an eXIf chunk after the pixel data; the
-            # base implementation only looks at chunks before it (where PIL and most tools write eXIf).
-            exif = Image.Image.getexif(img)
-        else:
-            exif = img.getexif()
-        orientation = int(exif.get(ExifTags.Base.Orientation, 1))
-    except Exception:  # noqa: BLE001 - unreadable EXIF just means "no usable orientation"
-        return 1
-    return orientation if 1 <= orientation <= 8 else 1
-
-
-def _oriented_size(img: Image.Image, orientation: int) -> tuple[int, int]:
-    width, height = img.size
-    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

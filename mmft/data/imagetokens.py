@@ -12,7 +12,7 @@ import logging
 
 from PIL import Image
 
-from . import images as images_lib
+from .image_geometry import fit_to_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class ImageTokenCounter:
     def capped(self, width: int, height: int) -> tuple[int, int]:
         """The size the processor will see: the collator's ``max_pixels`` downscale, aspect kept."""
         if self.max_pixels is not None and width * height > self.max_pixels:
-            return images_lib.fit_to_pixels(width, height, self.max_pixels)
+            return fit_to_pixels(width, height, self.max_pixels)
         return width, height
 
     def measure(self, width: int, height: int) -> int:

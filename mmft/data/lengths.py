@@ -9,8 +9,8 @@ answers with paragraphs and one small image with three large ones, so random bat
 
 - the text: the conversation rendered with the processor's chat template, exactly as the collator renders it, and
   tokenised (in batches: the fast tokenizer is quick; the chat template render dominates);
-- the images: each image's size from its *header* (``mmft.data.images.image_size``: no pixel is decoded), capped by
-  ``max_pixels`` as the collator caps it, and turned into a token count by the processor's own rules
+- the images: each image's size from its *header* (``mmft.data.image_headers.image_size``: no pixel is decoded),
+  capped by ``max_pixels`` as the collator caps it, and turned into a token count by the processor's own rules
   (:class:`ImageTokenCounter`).
 
 :class:`LengthGroupedSampler` then groups by length while keeping randomness (the "megabatch" recipe): shuffle,
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import images as images_lib
+from .image_headers import image_size
 from .imagetokens import ImageTokenCounter, counter_for
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def _image_size(ref, root, allow_outside_root: bool, sizes: dict) -> tuple[int, 
     if key is not None and key in sizes:
         return sizes[key]
     try:
-        size = images_lib.image_size(ref, root=root, allow_outside_root=allow_outside_root)
+        size = image_size(ref, root=root, allow_outside_root=allow_outside_root)
     except Exception:  # noqa: BLE001 - remote or broken images: the collator reports them
         size = None
     if key is not None:

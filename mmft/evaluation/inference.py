@@ -132,7 +132,8 @@ def build_inference_trainer(model, processor, family, *, output_dir: str, metric
 # ---- mmft eval -----------------------------------------------------------------------------------------------------
 def default_split(dataset_name: str) -> str:
     """The evaluation split the dataset's data card names (``eval_split:``), else ``test``."""
-    from ..data.cards import CardError, find_card
+    from ..data.card_errors import CardError
+    from ..data.cards import find_card
 
     try:
         card = find_card(str(dataset_name))
@@ -196,8 +197,8 @@ def evaluate_model(model: str, dataset_name: str, *, split: str | None = None, m
 # ---- mmft predict --------------------------------------------------------------------------------------------------
 def image_folder_records(images_dir: str | os.PathLike, prompt: str, max_samples: int | None = None):
     """One single-turn record per image file under ``images_dir`` (sorted, recursive), asking ``prompt``."""
+    from ..data.record_datasets import RecordDataset
     from ..data.records import to_canonical
-    from ..data.sources import RecordDataset
 
     root = Path(images_dir).expanduser()
     if not root.is_dir():
@@ -279,6 +280,8 @@ def predict(model: str, output: str, *, dataset_name: str | None = None, split: 
 
 
 # ---- the command line ----------------------------------------------------------------------------------------------
+# Each subcommand declares its own flags where its handler lives (as mmft.commands.cli and mmft.contrastive.embed do):
+# the add_parser / add_argument calls share their shape on purpose.
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="A run's output folder (adapter or full model), a checkpoint-* folder, an mmft: "
                                       "built-in name, or a Hub model id.")

@@ -201,6 +201,27 @@ MESSAGE_TEXT_TEMPLATE = (
     "{%- endif -%}"
 )
 
+# Where the parts live in the module layouts several families' transformers classes share (``Family`` fields, to
+# pass as ``**STANDARD_PARTS``); a family with its own layout spells its paths out.
+# LlavaForConditionalGeneration's layout, which most VLM classes since follow.
+STANDARD_PARTS = {
+    "vision_tower": ("model.vision_tower",),
+    "projector": ("model.multi_modal_projector",),
+    "language_model": ("model.language_model",),
+}
+# Qwen2-VL's and its successors' (GLM-4V too): the projector is the patch merger inside the vision tower.
+MERGER_PARTS = {
+    "vision_tower": ("model.visual",),
+    "projector": ("model.visual.merger",),
+    "language_model": ("model.language_model",),
+}
+# Idefics2's and its successors' (Idefics3, SmolVLM): a connector between the vision model and the text model.
+CONNECTOR_PARTS = {
+    "vision_tower": ("model.vision_model",),
+    "projector": ("model.connector",),
+    "language_model": ("model.text_model",),
+}
+
 REGISTRY: dict[str, Family] = {}  # model_type -> family
 BY_PROCESSOR: dict[str, Family] = {}  # processor class name -> family
 

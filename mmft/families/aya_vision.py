@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,13 @@ class AyaVisionFamily(Family):
             logger.info("Registered the image placeholder %r as a single token for label building.", token)
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 AYA_VISION = register(
     AyaVisionFamily(
         name="aya-vision",
         model_types=("aya_vision",),
         processor_classes=("AyaVisionProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

@@ -48,21 +48,20 @@ class Blip2Family(Family):
         return [str(processor.image_token)]  # an AddedToken on processors saved by older transformers
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# What InstructBLIP shares with BLIP-2 (its tower, Q-former and projection, the prompt layout, one image per
+# sample): mmft.families.instructblip registers its own names with these fields.
+BLIP_2_FIELDS = {
+    "vision_tower": ("vision_model",),
+    "projector": ("language_projection",),
+    "language_model": ("language_model.model", "language_model"),
+    "lm_head": ("language_model.lm_head", "lm_head"),
+    "max_images": 1,
+    "text_only": False,
+    "chat_template": CHAT_TEMPLATE,
+    "prompt_style": True,
+    "padding_free_refusal": "its processor prepends the Q-former's query tokens to every padded row",
+}
+
 BLIP_2 = register(
-    Blip2Family(
-        name="blip-2",
-        model_types=("blip-2",),
-        processor_classes=("Blip2Processor",),
-        vision_tower=("vision_model",),
-        projector=("language_projection",),
-        language_model=("language_model.model", "language_model"),
-        lm_head=("language_model.lm_head", "lm_head"),
-        max_images=1,
-        text_only=False,
-        chat_template=CHAT_TEMPLATE,
-        prompt_style=True,
-        padding_free_refusal="its processor prepends the Q-former's query tokens to every padded row",
-    )
+    Blip2Family(name="blip-2", model_types=("blip-2",), processor_classes=("Blip2Processor",), **BLIP_2_FIELDS)
 )

@@ -52,8 +52,8 @@ class ChameleonFamily(Family):
         return {"return_for_text_completion": True}  # no chat-mode sep_token after each text
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 CHAMELEON = register(
     ChameleonFamily(
         name="chameleon",

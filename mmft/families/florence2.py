@@ -25,7 +25,7 @@ Quirks, handled here and by the collator's ``encoder_decoder`` path:
 
 from __future__ import annotations
 
-from . import MESSAGE_TEXT_TEMPLATE, Family, register
+from . import MESSAGE_TEXT_TEMPLATE, STANDARD_PARTS, Family, register
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -37,16 +37,14 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
 )
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 FLORENCE2 = register(
     Family(
         name="florence2",
         model_types=("florence2",),
         processor_classes=("Florence2Processor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
         max_images=1,
         text_only=False,
         chat_template=CHAT_TEMPLATE,

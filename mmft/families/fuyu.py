@@ -88,8 +88,8 @@ class FuyuFamily(Family):
         return batch
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 FUYU = register(
     FuyuFamily(
         name="fuyu",

@@ -15,7 +15,7 @@ Quirks (transformers ``models/gemma3``):
 - ``gemma3_text`` (Gemma 3 1B, text only) is a ``Gemma3ForCausalLM`` and is not a VLM, so it is not listed.
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
 
 class Gemma3Family(Family):
@@ -24,15 +24,13 @@ class Gemma3Family(Family):
         return [getattr(processor, "boi_token", None) or processor.tokenizer.boi_token]
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 GEMMA3 = register(
     Gemma3Family(
         name="gemma3",
         model_types=("gemma3",),
         processor_classes=("Gemma3Processor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

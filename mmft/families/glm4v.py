@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 
-from . import MROPE_PADDING_FREE_REFUSAL, Family, register
+from . import MERGER_PARTS, MROPE_PADDING_FREE_REFUSAL, Family, register
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +98,14 @@ class Glm4vFamily(Family):
             processor.chat_template = GLM41V_TEMPLATE
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 GLM4V = register(
     Glm4vFamily(
         name="glm4v",
         model_types=("glm4v",),
         padding_free_refusal=MROPE_PADDING_FREE_REFUSAL,
         processor_classes=("Glm4vProcessor",),
-        vision_tower=("model.visual",),
-        projector=("model.visual.merger",),
-        language_model=("model.language_model",),
+        **MERGER_PARTS,
     )
 )

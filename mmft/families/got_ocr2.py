@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
 SYSTEM_PROMPT = "You should follow the instructions carefully and explain your answers in detail."
 
@@ -55,16 +55,14 @@ class GotOcr2Family(Family):
         return {"multi_page": True}  # one page per sample: the single-image layout, with images nested per sample
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 GOT_OCR2 = register(
     GotOcr2Family(
         name="got-ocr2",
         model_types=("got_ocr2",),
         processor_classes=("GotOcr2Processor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
         lm_head=("lm_head",),
         max_images=1,
         text_only=False,

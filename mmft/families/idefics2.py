@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import Family, register
+from . import CONNECTOR_PARTS, Family, register
 
 # The Idefics2 instruction checkpoints' template (idefics2-8b / -8b-chatty), plus string content.
 CHAT_TEMPLATE = (
@@ -64,16 +64,14 @@ class Idefics2Family(Family):
         return "".join(pieces), [(shifted(start), shifted(end)) for start, end in spans]
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 IDEFICS2 = register(
     Idefics2Family(
         name="idefics2",
         model_types=("idefics2",),
         processor_classes=("Idefics2Processor",),
-        vision_tower=("model.vision_model",),
-        projector=("model.connector",),
-        language_model=("model.text_model",),
+        **CONNECTOR_PARTS,
         lm_head=("lm_head",),
         chat_template=CHAT_TEMPLATE,
     )

@@ -17,22 +17,20 @@ Chat template: the real checkpoints ship ``User:<image>question<end_of_utterance
 ``<|begin_of_text|>``), used only for a processor saved without one.
 """
 
-from . import Family, register
+from . import CONNECTOR_PARTS, Family, register
 from .idefics2 import CHAT_TEMPLATE as IDEFICS2_CHAT_TEMPLATE
 
 # Idefics3-8B-Llama3's template is Idefics2's after Llama 3's BOS (plus string content, as there).
 CHAT_TEMPLATE = "<|begin_of_text|>" + IDEFICS2_CHAT_TEMPLATE
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 IDEFICS3 = register(
     Family(
         name="idefics3",
         model_types=("idefics3",),
         processor_classes=("Idefics3Processor",),
-        vision_tower=("model.vision_model",),
-        projector=("model.connector",),
-        language_model=("model.text_model",),
+        **CONNECTOR_PARTS,
         lm_head=("lm_head",),
         chat_template=CHAT_TEMPLATE,
     )

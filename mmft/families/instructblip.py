@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import register
-from .blip_2 import CHAT_TEMPLATE, Blip2Family
+from .blip_2 import BLIP_2_FIELDS, Blip2Family
 
 
 class InstructBlipFamily(Blip2Family):
@@ -38,21 +38,9 @@ class InstructBlipFamily(Blip2Family):
         return {"qformer_input_ids": encoded["input_ids"], "qformer_attention_mask": encoded["attention_mask"]}
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
 INSTRUCTBLIP = register(
     InstructBlipFamily(
-        name="instructblip",
-        model_types=("instructblip",),
-        processor_classes=("InstructBlipProcessor",),
-        vision_tower=("vision_model",),
-        projector=("language_projection",),
-        language_model=("language_model.model", "language_model"),
-        lm_head=("language_model.lm_head", "lm_head"),
-        max_images=1,
-        text_only=False,
-        chat_template=CHAT_TEMPLATE,
-        prompt_style=True,
-        padding_free_refusal="its processor prepends the Q-former's query tokens to every padded row",
+        name="instructblip", model_types=("instructblip",), processor_classes=("InstructBlipProcessor",),
+        **BLIP_2_FIELDS,
     )
 )

@@ -17,17 +17,15 @@ Only ``model_type == "internvl"`` is covered: the original remote-code checkpoin
 loadable by ``AutoModelForImageTextToText`` without ``trust_remote_code``.
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 INTERNVL = register(
     Family(
         name="internvl",
         model_types=("internvl",),
         processor_classes=("InternVLProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

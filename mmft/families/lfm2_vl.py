@@ -18,18 +18,16 @@ the ``...</think>`` part of *earlier* assistant turns; a record with such a turn
 are added, and the collator refuses it (LabelAlignmentError) rather than mislabel it.
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 LFM2_VL = register(
     Family(
         name="lfm2-vl",
         model_types=("lfm2_vl",),
         processor_classes=("Lfm2VlProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
         lm_head=("lm_head",),
     )
 )

@@ -4,17 +4,15 @@ Nothing to override: the processor expands each ``<image>`` into the image token
 samples work, and the parts sit where the generic discovery would look.
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 LLAVA = register(
     Family(
         name="llava",
         model_types=("llava",),
         processor_classes=("LlavaProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

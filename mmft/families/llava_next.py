@@ -10,17 +10,15 @@ Layout quirk: the learned ``image_newline`` vector (appended after each row of t
 frozen under LoRA like every base weight and is not part of ``freeze_projector=False``.
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 LLAVA_NEXT = register(
     Family(
         name="llava-next",
         model_types=("llava_next",),
         processor_classes=("LlavaNextProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

@@ -10,17 +10,15 @@ Layout quirk: the learned ``image_newline`` is a bare parameter ``model.image_ne
 is reported as "other" and stays frozen under LoRA (also with ``freeze_projector=False``).
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 LLAVA_ONEVISION = register(
     Family(
         name="llava-onevision",
         model_types=("llava_onevision",),
         processor_classes=("LlavaOnevisionProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

@@ -19,17 +19,15 @@ What the generic path relies on here:
 LLaVA family (found by model type); the processor hooks are the same either way.
 """
 
-from . import Family, register
+from . import STANDARD_PARTS, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 MISTRAL3 = register(
     Family(
         name="mistral3",
         model_types=("mistral3",),
         processor_classes=("PixtralProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
     )
 )

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Family, UnsupportedRecordError, register
+from . import STANDARD_PARTS, Family, UnsupportedRecordError, register
 
 IGNORE_INDEX = -100  # mmft.train.labels.IGNORE_INDEX (not imported: the collator imports this package)
 
@@ -103,8 +103,8 @@ class PaliGemmaFamily(Family):
                 )
 
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 PALIGEMMA = register(
     PaliGemmaFamily(
         name="paligemma",
@@ -112,9 +112,7 @@ PALIGEMMA = register(
         padding_free_refusal=("it attends bidirectionally over the image and prompt prefix, which the causal "
                               "varlen kernel cannot express"),
         processor_classes=("PaliGemmaProcessor",),
-        vision_tower=("model.vision_tower",),
-        projector=("model.multi_modal_projector",),
-        language_model=("model.language_model",),
+        **STANDARD_PARTS,
         max_images=1,
         text_only=False,
         chat_template=CHAT_TEMPLATE,

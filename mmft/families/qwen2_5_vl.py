@@ -12,19 +12,17 @@ image and the processor expands ``<|image_pad|>`` (``processor.image_token``); i
 text-only samples work, also mixed in one batch.
 """
 
-from . import MROPE_PADDING_FREE_REFUSAL, Family, register
+from . import MERGER_PARTS, MROPE_PADDING_FREE_REFUSAL, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 QWEN2_5_VL = register(
     Family(
         name="qwen2-5-vl",
         model_types=("qwen2_5_vl",),
         padding_free_refusal=MROPE_PADDING_FREE_REFUSAL,
         processor_classes=("Qwen2_5_VLProcessor",),
-        vision_tower=("model.visual",),
-        projector=("model.visual.merger",),
-        language_model=("model.language_model",),
+        **MERGER_PARTS,
         lm_head=("lm_head",),
     )
 )

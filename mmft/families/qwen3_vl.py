@@ -19,19 +19,17 @@ needs for its interleaved multimodal RoPE positions. Several images per sample a
 mixed in one batch.
 """
 
-from . import MROPE_PADDING_FREE_REFUSAL, Family, register
+from . import MERGER_PARTS, MROPE_PADDING_FREE_REFUSAL, Family, register
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 QWEN3_VL = register(
     Family(
         name="qwen3-vl",
         model_types=("qwen3_vl", "qwen3_vl_moe"),
         padding_free_refusal=MROPE_PADDING_FREE_REFUSAL,
         processor_classes=("Qwen3VLProcessor",),
-        vision_tower=("model.visual",),
-        projector=("model.visual.merger",),
-        language_model=("model.language_model",),
+        **MERGER_PARTS,
         lm_head=("lm_head",),
     )
 )

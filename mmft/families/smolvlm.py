@@ -20,7 +20,7 @@ Chat template: the real checkpoints ship ``<|im_start|>User:<image>question<end_
 for a processor saved without one.
 """
 
-from . import Family, register
+from . import CONNECTOR_PARTS, Family, register
 
 # processing_smolvlm.DEFAULT_CHAT_TEMPLATE, plus string content.
 CHAT_TEMPLATE = (
@@ -39,16 +39,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
-# Declarative on purpose: the whole Family is spelt out here, fields another family shares too (module paths,
-# template flags), so that each family reads in one file (DESIGN.md, "Model families").
+# Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that
+# each family reads in one file; only the module layouts several families share are named in mmft.families.
 SMOLVLM = register(
     Family(
         name="smolvlm",
         model_types=("smolvlm",),
         processor_classes=("SmolVLMProcessor",),
-        vision_tower=("model.vision_model",),
-        projector=("model.connector",),
-        language_model=("model.text_model",),
+        **CONNECTOR_PARTS,
         lm_head=("lm_head",),
         chat_template=CHAT_TEMPLATE,
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import TINY_TEXT_MODEL, save_tiny_model
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -92,22 +92,14 @@ def build(out_dir) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_use_head=False,
+        **TINY_VISION_MODEL, num_hidden_layers=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_use_head=False
     )
     text_config = Cohere2Config(
         vocab_size=len(tokenizer),
         **TINY_TEXT_MODEL,
         layer_types=["sliding_attention", "full_attention"],
         sliding_window=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        **tokenizer_ids(tokenizer),
         tie_word_embeddings=True,
         # Cohere's logits are multiplied by logit_scale (default 0.0625, tuned for an 8192-wide model whose hidden
         # states are large). At width 64 with random tied embeddings that scale squeezes every logit to about +-0.05,

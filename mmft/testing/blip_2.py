@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -40,14 +40,14 @@ def build(out_dir) -> None:
     image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer,
                                num_query_tokens=NUM_QUERY_TOKENS)
-    vision_config = Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=8)
+    vision_config = Blip2VisionConfig(
+        **TINY_VISION_MODEL, num_hidden_layers=1, image_size=IMAGE_SIZE, patch_size=8
+    )
     qformer_config = Blip2QFormerConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                         num_attention_heads=2, encoder_hidden_size=32, vocab_size=64)
     text_config = OPTConfig(
         vocab_size=len(tokenizer), hidden_size=64, word_embed_proj_dim=64, ffn_dim=128, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        num_attention_heads=2, max_position_embeddings=512, **tokenizer_ids(tokenizer),
     )
     config = Blip2Config(
         vision_config=vision_config.to_dict(), qformer_config=qformer_config.to_dict(),

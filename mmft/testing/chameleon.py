@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..families.chameleon import CHAT_TEMPLATE
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .fixture import TINY_TEXT_MODEL, save_tiny_model, tokenizer_ids
+from .tokenizer import SENTENCEPIECE_ROLES, train_tokenizer
 
 IMAGE_SIZE = 32
 CODEBOOK = 16
@@ -50,9 +50,7 @@ def build(out_dir) -> None:
         700,
         chat_template=CHAT_TEMPLATE,
         special_tokens=SPECIAL_TOKENS,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
+        **SENTENCEPIECE_ROLES,
         extra_special_tokens={"image_token": "<image>", "boi_token": "<racm3:break>", "eoi_token": "<eoss>"},
     )
     tokenizer.sep_token = "<reserved08706>"
@@ -67,11 +65,8 @@ def build(out_dir) -> None:
         channel_multiplier=list(CHANNEL_MULTIPLIER), num_res_blocks=1,
     )
     config = ChameleonConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, vq_config=vq_config.to_dict(), vocabulary_map=tokenizer.get_vocab(),
-        tie_word_embeddings=False,
+        vocab_size=len(tokenizer), **TINY_TEXT_MODEL, **tokenizer_ids(tokenizer), vq_config=vq_config.to_dict(),
+        vocabulary_map=tokenizer.get_vocab(), tie_word_embeddings=False,
     )
     save_tiny_model(ChameleonForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)
 

@@ -18,6 +18,20 @@ TINY_TEXT_MODEL = {
     "max_position_embeddings": 1024,
 }
 
+# The tiny vision tower most fixtures give their model (a CLIP/SigLIP-style config's width fields): width 32, an MLP of
+# 64, 2 heads (head_dim 16). Its depth, image and patch sizes are each fixture's own, spelt out there.
+TINY_VISION_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+}
+
+
+def tokenizer_ids(tokenizer) -> dict:
+    """``bos/eos/pad_token_id`` from ``tokenizer``: what a tiny text config (and a generation config) takes from it."""
+    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
 
 @dataclass(frozen=True)
 class TinyFixture:
@@ -66,10 +80,7 @@ def save_tiny_model(
         with torch.no_grad():
             init(model)
     if generation:
-        ids = {}
-        if tokenizer is not None:
-            ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                   "pad_token_id": tokenizer.pad_token_id}
+        ids = tokenizer_ids(tokenizer) if tokenizer is not None else {}
         model.generation_config = GenerationConfig(**{**ids, **generation_config}, do_sample=False, max_new_tokens=32)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

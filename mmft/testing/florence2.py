@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import TinyFixture
 from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .tokenizer import SENTENCEPIECE_ROLES, train_tokenizer
 
 IMAGE_SIZE = 64
 IMAGE_TOKENS = (IMAGE_SIZE // 32) ** 2 + 1
@@ -34,8 +34,7 @@ def build(out_dir) -> None:
     )
 
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(640, chat_template=None, special_tokens=["<s>", "</s>"], eos_token="</s>",
-                                pad_token="<pad>", bos_token="<s>")
+    tokenizer = train_tokenizer(640, chat_template=None, special_tokens=["<s>", "</s>"], **SENTENCEPIECE_ROLES)
     image_processor = CLIPImageProcessor(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_center_crop=False, image_seq_length=IMAGE_TOKENS,

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
+from .paligemma import GEMMA_TEXT_MODEL  # the same tiny Gemma decoder
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 64
@@ -109,29 +110,11 @@ def build(out_dir) -> None:
         image_seq_length=MM_TOKENS_PER_IMAGE,
     )
     vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_use_head=False,
+        **TINY_VISION_MODEL, num_hidden_layers=1, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_use_head=False
     )
     text_config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        query_pre_attn_scalar=32,
-        sliding_window=64,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer), **GEMMA_TEXT_MODEL, layer_types=["sliding_attention", "full_attention"],
+        **tokenizer_ids(tokenizer),
     )
     config = Gemma3Config(
         text_config=text_config,

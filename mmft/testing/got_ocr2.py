@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..families.got_ocr2 import CHAT_TEMPLATE
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_TEXT_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 SPECIAL_TOKENS = ["<img>", "</img>", "<imgpad>"]
@@ -52,9 +52,8 @@ def build(out_dir) -> None:
         patch_size=1, window_size=8, global_attn_indexes=[], mlp_dim=32,
     )
     text_config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer), **TINY_TEXT_MODEL, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     )
     config = GotOcr2Config(
         vision_config=vision_config, text_config=text_config, image_token_index=ids("<imgpad>"),

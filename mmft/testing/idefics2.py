@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..families.idefics2 import CHAT_TEMPLATE
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
+from .tokenizer import SENTENCEPIECE_ROLES, train_tokenizer
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<fake_token_around_image>", "<end_of_utterance>"]
 IMAGE_SIZE = 32
@@ -42,9 +42,7 @@ def build(out_dir) -> None:
         700,
         chat_template=CHAT_TEMPLATE,
         special_tokens=SPECIAL_TOKENS,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
+        **SENTENCEPIECE_ROLES,
         extra_special_tokens={"image_token": "<image>", "image_boundary_token": "<fake_token_around_image>"},
     )
     tokenizer.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -57,18 +55,14 @@ def build(out_dir) -> None:
     )
     ids = tokenizer.convert_tokens_to_ids
     vision_config = Idefics2VisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=PATCH,
+        **TINY_VISION_MODEL, num_hidden_layers=1, image_size=IMAGE_SIZE, patch_size=PATCH
     )
     perceiver_config = Idefics2PerceiverConfig(
         hidden_size=64, resampler_n_latents=N_LATENTS, resampler_depth=1, resampler_n_heads=2,
         resampler_head_dim=16, num_key_value_heads=1,
     )
     text_config = MistralConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer), **TINY_TEXT_MODEL, **tokenizer_ids(tokenizer), tie_word_embeddings=False
     )
     config = Idefics2Config(
         vision_config=vision_config, perceiver_config=perceiver_config, text_config=text_config,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..families.idefics3 import CHAT_TEMPLATE  # the checkpoint's template (plus string content)
 from . import TinyFixture
-from .fixture import TINY_TEXT_MODEL, save_tiny_model
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
 from .tokenizer import train_tokenizer
 
 # The tile grid tokens the processor writes (it looks up rows/cols 1..6).
@@ -35,13 +35,36 @@ IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 
 # Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
 # arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
+def tiling_image_processor(image_processor_class, tile: int):
+    """Images of longest edge ``2 * tile`` cut into a 2x2 grid of ``tile``-pixel tiles (+ the global image). SmolVLM's
+    fixture builds its image processor this way too."""
+    return image_processor_class(
+        size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True
+    )
+
+
+def model_config(config_class, vision_config_class, tokenizer, *, tile: int, patch: int, scale_factor: int):
+    """The model config: a one-layer tiny vision tower over one tile, pixel shuffle by ``scale_factor`` in the
+    connector, the tiny Llama decoder. SmolVLM's fixture builds its config this way too."""
+    from transformers import LlamaConfig
+
+    vision_config = vision_config_class(**TINY_VISION_MODEL, num_hidden_layers=1, image_size=tile, patch_size=patch)
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer), **TINY_TEXT_MODEL, **tokenizer_ids(tokenizer), tie_word_embeddings=False
+    )
+    return config_class(
+        vision_config=vision_config, text_config=text_config, scale_factor=scale_factor,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
 def build(out_dir) -> None:
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessor,
         Idefics3Processor,
-        LlamaConfig,
     )
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
 
@@ -60,38 +83,13 @@ def build(out_dir) -> None:
             "end_of_utterance_token": "<end_of_utterance>",
         },
     )
-    image_processor = Idefics3ImageProcessor(
-        size={"longest_edge": 2 * TILE},  # longest edge 64 -> a 2x2 tile grid (+ the global image)
-        max_image_size={"longest_edge": TILE},
-        do_image_splitting=True,
-    )
+    image_processor = tiling_image_processor(Idefics3ImageProcessor, TILE)
     processor = Idefics3Processor(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=CHAT_TEMPLATE
     )
     ids = tokenizer.convert_tokens_to_ids
-    vision_config = Idefics3VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=TILE,
-        patch_size=PATCH,
-    )
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        **TINY_TEXT_MODEL,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    config = Idefics3Config(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=ids("<image>"),
-        scale_factor=SCALE_FACTOR,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+    config = model_config(
+        Idefics3Config, Idefics3VisionConfig, tokenizer, tile=TILE, patch=PATCH, scale_factor=SCALE_FACTOR
     )
     # Turns end with <end_of_utterance> (the chat template's), so generation must stop there as well as at EOS.
     save_tiny_model(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .fixture import TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
+from .tokenizer import SENTENCEPIECE_ROLES, train_tokenizer
 
 IMAGE_SIZE = 32
 NUM_QUERY_TOKENS = 8
@@ -31,8 +31,7 @@ def build(out_dir) -> None:
     )
 
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(640, chat_template=None, special_tokens=["<s>", "</s>"], eos_token="</s>",
-                                pad_token="<pad>", bos_token="<s>",
+    tokenizer = train_tokenizer(640, chat_template=None, special_tokens=["<s>", "</s>"], **SENTENCEPIECE_ROLES,
                                 extra_special_tokens={})  # InstructBlipProcessor adds its own <image> AddedToken
     qformer_tokenizer = train_tokenizer(400, chat_template=None, special_tokens=["[CLS]", "[SEP]"],
                                         eos_token="[SEP]", pad_token="<pad>", bos_token="[CLS]",
@@ -40,17 +39,16 @@ def build(out_dir) -> None:
     image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                       qformer_tokenizer=qformer_tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
-    vision_config = InstructBlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                             num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=8)
+    vision_config = InstructBlipVisionConfig(
+        **TINY_VISION_MODEL, num_hidden_layers=1, image_size=IMAGE_SIZE, patch_size=8
+    )
     qformer_config = InstructBlipQFormerConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                num_attention_heads=2, encoder_hidden_size=32,
                                                vocab_size=len(qformer_tokenizer),
                                                pad_token_id=qformer_tokenizer.pad_token_id)
     text_config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, **tokenizer_ids(tokenizer),
     )
     config = InstructBlipConfig(
         vision_config=vision_config.to_dict(), qformer_config=qformer_config.to_dict(),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import TINY_TEXT_MODEL, save_tiny_model
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 # The InternVL3-hf chat template (ChatML), video entries kept for fidelity.
@@ -96,14 +96,7 @@ def build(out_dir) -> None:
         image_seq_length=IMAGE_SEQ_LENGTH,
         chat_template=INTERNVL_TEMPLATE,
     )
-    vision_config = InternVLVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=TILE,
-        patch_size=PATCH,
-    )
+    vision_config = InternVLVisionConfig(**TINY_VISION_MODEL, num_hidden_layers=1, image_size=TILE, patch_size=PATCH)
     text_config = Qwen2Config(
         vocab_size=len(tokenizer),
         **TINY_TEXT_MODEL,

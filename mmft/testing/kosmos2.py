@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import TinyFixture
 from .fixture import save_tiny_model
-from .tokenizer import BASE_SPECIAL_TOKENS, train_tokenizer
+from .tokenizer import BASE_SPECIAL_TOKENS, SENTENCEPIECE_ROLES, train_tokenizer
 
 IMAGE_SIZE = 32
 
@@ -29,8 +29,8 @@ def build(out_dir) -> None:
     )
 
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(640, chat_template=None, special_tokens=["<s>", "</s>", "<unk>"], eos_token="</s>",
-                                pad_token="<pad>", bos_token="<s>", extra_special_tokens={})
+    tokenizer = train_tokenizer(640, chat_template=None, special_tokens=["<s>", "</s>", "<unk>"],
+                                **SENTENCEPIECE_ROLES, extra_special_tokens={})
     tokenizer.unk_token = "<unk>"  # Kosmos2Processor numbers the image positions from unk_token_id + 1
     assert "<image>" in BASE_SPECIAL_TOKENS  # re-added by the processor with lstrip, as Kosmos-2's tokenizer has it
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},

@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
+from .tokenizer import SENTENCEPIECE_ROLES, train_tokenizer
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -62,9 +62,7 @@ def build(out_dir) -> None:
         640,
         chat_template=CHAT_TEMPLATE,
         special_tokens=["<s>", "</s>", "<unk>", "[INST]", "[/INST]"],
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
+        **SENTENCEPIECE_ROLES,
         extra_special_tokens={"image_token": "<image>"},
     )
     image_processor = LlavaNextImageProcessor(
@@ -84,27 +82,10 @@ def build(out_dir) -> None:
         image_token="<image>",
     )
     vision_config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        projection_dim=32,
+        **TINY_VISION_MODEL, num_hidden_layers=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32
     )
     text_config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        sliding_window=None,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), **TINY_TEXT_MODEL, head_dim=16, sliding_window=None, **tokenizer_ids(tokenizer),
         tie_word_embeddings=False,
     )
     config = LlavaNextConfig(

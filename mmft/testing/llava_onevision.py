@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import TINY_TEXT_MODEL, save_tiny_model
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -91,13 +91,7 @@ def build(out_dir) -> None:
         vision_aspect_ratio="anyres_max_9",
     )
     vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_use_head=False,
+        **TINY_VISION_MODEL, num_hidden_layers=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_use_head=False
     )
     text_config = Qwen2Config(
         vocab_size=len(tokenizer),

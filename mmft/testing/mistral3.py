@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .fixture import TINY_TEXT_MODEL, TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
+from .tokenizer import SENTENCEPIECE_ROLES, train_tokenizer
 
 MISTRAL3_TEMPLATE = (
     "{%- set default_system_message = 'You are a helpful assistant that answers questions about images.' %}"
@@ -82,9 +82,7 @@ def build(out_dir) -> None:
             "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
             "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
         ],
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",  # Mistral-Small-3.1 pads with <pad> (id 11), not </s>
+        **SENTENCEPIECE_ROLES,  # Mistral-Small-3.1 pads with <pad> (id 11), not </s>
         extra_special_tokens={},
     )
     image_processor = PixtralImageProcessor(
@@ -103,27 +101,12 @@ def build(out_dir) -> None:
         image_break_token="[IMG_BREAK]",
         image_end_token="[IMG_END]",
     )
+    # head_dim 16: the 2D rope splits it between rows and columns.
     vision_config = PixtralVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,  # head_dim 16: 2D rope splits it between rows and columns
-        image_size=LONGEST_EDGE,
-        patch_size=PATCH,
+        **TINY_VISION_MODEL, num_hidden_layers=1, image_size=LONGEST_EDGE, patch_size=PATCH
     )
     text_config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        sliding_window=None,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), **TINY_TEXT_MODEL, head_dim=16, sliding_window=None, **tokenizer_ids(tokenizer),
         tie_word_embeddings=False,
     )
     config = Mistral3Config(

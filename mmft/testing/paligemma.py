@@ -15,11 +15,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
+from .fixture import TINY_VISION_MODEL, save_tiny_model, tokenizer_ids
 from .tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
+# The tiny Gemma decoder (Gemma 2's config fields; Gemma 3's fixture uses it too): 2 layers of width 64, 2 heads of
+# head_dim 32 sharing 1 KV head, local attention over 64 tokens.
+GEMMA_TEXT_MODEL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 32,
+    "query_pre_attn_scalar": 32,
+    "sliding_window": 64,
+    "max_position_embeddings": 1024,
+}
 
 
 # Spelt out per family on purpose: the tiny configs and processors pass the family's real classes their
@@ -51,31 +64,11 @@ def build(out_dir) -> None:
         image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,  # read by PaliGemmaProcessor
     )
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg> tokens
-    hidden = 64
+    hidden = GEMMA_TEXT_MODEL["hidden_size"]
     vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_use_head=False,
+        **TINY_VISION_MODEL, num_hidden_layers=1, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_use_head=False
     )
-    text_config = Gemma2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        query_pre_attn_scalar=32,
-        sliding_window=64,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
+    text_config = Gemma2Config(vocab_size=len(tokenizer), **GEMMA_TEXT_MODEL, **tokenizer_ids(tokenizer))
     config = PaliGemmaConfig(
         vision_config=vision_config,
         text_config=text_config,

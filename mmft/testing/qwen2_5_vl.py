@@ -24,9 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .qwen2_vl import CHAT_TEMPLATE, SPECIAL_TOKENS  # Qwen2.5-VL-*-Instruct's chat template is Qwen2-VL's
-from .tokenizer import train_tokenizer
+
+# Qwen2.5-VL-*-Instruct's chat template is Qwen2-VL's, and the tiny text model is Qwen2-VL's (a Qwen2 with mrope).
+from .qwen2_vl import CHAT_TEMPLATE, TEXT_HIDDEN, text_config
+from .qwen_vl_common import qwen_vl_processor, qwen_vl_tokenizer, save_qwen_vl_model, vision_token_ids
 
 PATCH_SIZE = 8
 MERGE_SIZE = 2
@@ -36,11 +37,6 @@ VISION_DEPTH = 2
 FULLATT_BLOCK_INDEXES = [1]
 MIN_PIXELS = 32 * 32
 MAX_PIXELS = 64 * 64
-TEXT_HIDDEN = 64
-TEXT_HEADS = 4
-TEXT_KV_HEADS = 2
-HEAD_DIM = TEXT_HIDDEN // TEXT_HEADS
-MROPE_SECTION = [2, 3, 3]  # sums to HEAD_DIM // 2
 VISION_WIDTH = 32
 
 
@@ -53,29 +49,14 @@ def build(out_dir) -> None:
         Qwen2_5_VLProcessor,
         Qwen2VLVideoProcessor,
     )
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    assert sum(MROPE_SECTION) == HEAD_DIM // 2
     assert WINDOW_SIZE % (PATCH_SIZE * MERGE_SIZE) == 0 and WINDOW_SIZE >= PATCH_SIZE * MERGE_SIZE
     assert all(0 <= i < VISION_DEPTH for i in FULLATT_BLOCK_INDEXES)
     out_dir = Path(out_dir)
-    # Real Qwen2.5-VL-Instruct: eos <|im_end|> (the turn end), pad <|endoftext|>, no BOS.
-    tokenizer = train_tokenizer(
-        640,
-        chat_template=CHAT_TEMPLATE,
-        special_tokens=SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
-    )
+    tokenizer = qwen_vl_tokenizer(CHAT_TEMPLATE)
     pixels = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE, "merge_size": MERGE_SIZE}
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **pixels)
-    video_processor = Qwen2VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **pixels)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
-    ids = tokenizer.convert_tokens_to_ids
+    processor = qwen_vl_processor(Qwen2_5_VLProcessor, Qwen2VLVideoProcessor, tokenizer, CHAT_TEMPLATE,
+                                  min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **pixels)
     config = Qwen2_5_VLConfig(
         vision_config={
             "depth": VISION_DEPTH,
@@ -89,31 +70,11 @@ def build(out_dir) -> None:
             "window_size": WINDOW_SIZE,
             "fullatt_block_indexes": FULLATT_BLOCK_INDEXES,
         },
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": TEXT_HIDDEN,
-            "intermediate_size": TEXT_HIDDEN * 2,
-            "num_hidden_layers": 2,
-            "num_attention_heads": TEXT_HEADS,
-            "num_key_value_heads": TEXT_KV_HEADS,
-            "max_position_embeddings": 1024,
-            "max_window_layers": 2,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": MROPE_SECTION},
-            "bos_token_id": None,
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-        },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        text_config=text_config(tokenizer),
+        **vision_token_ids(tokenizer),
         tie_word_embeddings=False,
     )
-    # As Qwen2.5-VL-Instruct's generation_config.json: stop at <|im_end|> or <|endoftext|>, pad with <|endoftext|>.
-    save_tiny_model(
-        Qwen2_5_VLForConditionalGeneration, config, processor, out_dir,
-        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")], pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
-    )
+    save_qwen_vl_model(Qwen2_5_VLForConditionalGeneration, config, processor, out_dir, tokenizer)
 
 
 FIXTURE = TinyFixture(name="qwen2-5-vl", build=build, end_of_turn="<|im_end|>")

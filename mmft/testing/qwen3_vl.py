@@ -23,8 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import TinyFixture
-from .fixture import save_tiny_model
-from .tokenizer import train_tokenizer
+from .fixture import TINY_TEXT_MODEL
+from .qwen_vl_common import qwen_vl_processor, qwen_vl_tokenizer, save_qwen_vl_model, vision_token_ids
 
 # The chat template of Qwen/Qwen3-VL-*-Instruct (chat_template.json), with the tool-calling parts (tools in the
 # system turn, assistant tool_calls, tool-role turns) left out: ChatML turns, no default system prompt, each image
@@ -85,8 +85,6 @@ CHAT_TEMPLATE = """{%- if messages[0].role == 'system' %}
 {%- endif %}
 """
 
-SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-
 PATCH_SIZE = 8
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
@@ -96,11 +94,9 @@ VISION_WIDTH = 32
 VISION_DEPTH = 3
 DEEPSTACK_VISUAL_INDEXES = [0, 1]
 NUM_POSITION_EMBEDDINGS = 8 * 8
-TEXT_HIDDEN = 64
-TEXT_LAYERS = 2
-TEXT_HEADS = 4
-TEXT_KV_HEADS = 2
-HEAD_DIM = 16
+TEXT_HIDDEN = TINY_TEXT_MODEL["hidden_size"]  # the tiny decoder: 2 layers of width 64, 4 heads (2 KV heads)
+TEXT_LAYERS = TINY_TEXT_MODEL["num_hidden_layers"]
+HEAD_DIM = 16  # spelt out: Qwen3's default is 128, not hidden_size // heads
 MROPE_SECTION = [4, 2, 2]  # sums to HEAD_DIM // 2
 
 
@@ -113,32 +109,18 @@ def build(out_dir) -> None:
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
     )
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     assert sum(MROPE_SECTION) == HEAD_DIM // 2
     assert all(0 <= i < VISION_DEPTH for i in DEEPSTACK_VISUAL_INDEXES)
     assert len(DEEPSTACK_VISUAL_INDEXES) <= TEXT_LAYERS  # tap k feeds text layer k
     out_dir = Path(out_dir)
-    # Real Qwen3-VL-Instruct: eos <|im_end|> (the turn end), pad <|endoftext|>, no BOS in the template.
-    tokenizer = train_tokenizer(
-        640,
-        chat_template=CHAT_TEMPLATE,
-        special_tokens=SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
-    )
+    tokenizer = qwen_vl_tokenizer(CHAT_TEMPLATE)  # as Qwen2-VL's, no BOS in the template either
     pixels = {
         "patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE, "merge_size": MERGE_SIZE,
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
     }
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **pixels)
-    video_processor = Qwen3VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **pixels)
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
-    ids = tokenizer.convert_tokens_to_ids
+    processor = qwen_vl_processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tokenizer, CHAT_TEMPLATE,
+                                  min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **pixels)
     config = Qwen3VLConfig(
         vision_config={
             "depth": VISION_DEPTH,
@@ -154,31 +136,18 @@ def build(out_dir) -> None:
         },
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": TEXT_HIDDEN,
-            "intermediate_size": TEXT_HIDDEN * 2,
-            "num_hidden_layers": TEXT_LAYERS,
-            "num_attention_heads": TEXT_HEADS,
-            "num_key_value_heads": TEXT_KV_HEADS,
+            **TINY_TEXT_MODEL,
             "head_dim": HEAD_DIM,
-            "max_position_embeddings": 1024,
             "rope_parameters": {
                 "rope_type": "default", "rope_theta": 5000000.0,
                 "mrope_section": MROPE_SECTION, "mrope_interleaved": True,
             },
-            "pad_token_id": ids("<|endoftext|>"),
+            "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        **vision_token_ids(tokenizer),
         tie_word_embeddings=False,
     )
-    # As Qwen3-VL-Instruct's generation_config.json (but greedy): stop at <|im_end|> or <|endoftext|>, pad with
-    # <|endoftext|>.
-    save_tiny_model(
-        Qwen3VLForConditionalGeneration, config, processor, out_dir,
-        eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")], pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
-    )
+    save_qwen_vl_model(Qwen3VLForConditionalGeneration, config, processor, out_dir, tokenizer)
 
 
 FIXTURE = TinyFixture(name="qwen3-vl", build=build, end_of_turn="<|im_end|>")

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from .dual_encoders import DualEncoderFixture, contrastive_tokenizer
-from .fixture import save_tiny_model
+from .fixture import save_tiny_model, tokenizer_ids
 
 IMAGE_SIZE = 48
 PATCH_SIZE = 8
@@ -32,8 +32,7 @@ def build(out_dir: Path) -> None:
     tower = dict(hidden_size=HIDDEN, intermediate_size=HIDDEN * 4, num_hidden_layers=LAYERS, num_attention_heads=4)
     config = SiglipConfig(
         text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=MAX_TEXT_TOKENS,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **tower),
+                         **tokenizer_ids(tokenizer), **tower),
         vision_config=dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, **tower),
     )
     def init(model):  # the paper's initialisation (t' = log 10, b = -10), which SiglipModel(config) leaves at 0

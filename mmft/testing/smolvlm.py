@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..families.smolvlm import CHAT_TEMPLATE  # processing_smolvlm's DEFAULT_CHAT_TEMPLATE (plus string content)
 from . import TinyFixture
-from .fixture import TINY_TEXT_MODEL, save_tiny_model
+from .fixture import save_tiny_model
+from .idefics3 import model_config, tiling_image_processor  # SmolVLM is Idefics3's successor
 from .tokenizer import train_tokenizer
 
 ROW_COL_TOKENS = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
@@ -36,7 +37,6 @@ IMAGE_SEQ_LEN = (TILE // PATCH) ** 2 // SCALE_FACTOR**2  # 4 tokens per tile
 # arguments, which often coincide with another fixture's (sizes, token ids); each fixture reads in one file.
 def build(out_dir) -> None:
     from transformers import (
-        LlamaConfig,
         SmolVLMConfig,
         SmolVLMForConditionalGeneration,
         SmolVLMImageProcessor,
@@ -61,11 +61,7 @@ def build(out_dir) -> None:
             "end_of_utterance_token": "<end_of_utterance>",
         },
     )
-    image_processor = SmolVLMImageProcessor(
-        size={"longest_edge": 2 * TILE},  # longest edge 64 -> a 2x2 tile grid (+ the global image)
-        max_image_size={"longest_edge": TILE},
-        do_image_splitting=True,
-    )
+    image_processor = tiling_image_processor(SmolVLMImageProcessor, TILE)
     video_processor = SmolVLMVideoProcessor(
         size={"longest_edge": TILE},
         max_image_size={"longest_edge": TILE},
@@ -78,30 +74,8 @@ def build(out_dir) -> None:
         image_seq_len=IMAGE_SEQ_LEN,
         chat_template=CHAT_TEMPLATE,
     )
-    ids = tokenizer.convert_tokens_to_ids
-    vision_config = SmolVLMVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=TILE,
-        patch_size=PATCH,
-    )
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        **TINY_TEXT_MODEL,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    config = SmolVLMConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=ids("<image>"),
-        scale_factor=SCALE_FACTOR,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+    config = model_config(
+        SmolVLMConfig, SmolVLMVisionConfig, tokenizer, tile=TILE, patch=PATCH, scale_factor=SCALE_FACTOR
     )
     # The tokenizer's eos is <end_of_utterance>: the template's end of turn.
     save_tiny_model(SmolVLMForConditionalGeneration, config, processor, out_dir, tokenizer=tokenizer)

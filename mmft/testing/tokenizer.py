@@ -44,6 +44,9 @@ Question Answer Caption Document Chart Table Figure Title Total Value Year 2024 
 BASE_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<pad>"]
 # Kept for callers of the first version of this module.
 SPECIAL_TOKENS = BASE_SPECIAL_TOKENS
+# The BOS/EOS/PAD tokens of SentencePiece-style tokenizers (Llama 2, Mistral, Vicuna, BART): train_tokenizer(...,
+# **SENTENCEPIECE_ROLES).
+SENTENCEPIECE_ROLES = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 
 def train_tokenizer(

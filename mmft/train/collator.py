@@ -99,6 +99,7 @@ class VLMCollator(ShrinkToFitMixin):
     paraphraser: PromptParaphraser | None = None
     seed: int = 0
     on_bad_record: str | None = None
+    label_turn_suffix: bool = False  # --label_turn_suffix
     _placeholder_ids: set[int] = field(init=False, repr=False)
     _epoch: torch.Tensor = field(init=False, repr=False)
     # The shrink policy's ImageTokenCounter, built at the first shrink; False when the counts are not predictable.
@@ -187,7 +188,8 @@ class VLMCollator(ShrinkToFitMixin):
             if self.paraphraser is not None:
                 messages = self.paraphraser(messages, self._rng(record, "prompt"))
             messages = self.family.conversation(messages)
-            text, spans = assistant_char_spans(self.processor, messages, record["id"])
+            text, spans = assistant_char_spans(self.processor, messages, record["id"],
+                                               include_turn_suffix=self.label_turn_suffix)
         else:
             messages, _ = prompt_and_answer(record)
             messages = self.family.conversation(messages)

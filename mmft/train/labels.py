@@ -19,11 +19,13 @@ def render(processor, messages, add_generation_prompt: bool = False) -> str:
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_char_spans(processor, messages, record_id: str = "?") -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(processor, messages, record_id: str = "?",
+                         include_turn_suffix: bool = False) -> tuple[str, list[tuple[int, int]]]:
     """Render ``messages``; return the text and the [start, end) character spans of each assistant turn.
 
     A span runs from the end of the generation prompt to the end of the turn, minus trailing whitespace
     (the newline ChatML writes after ``<|im_end|>`` belongs to the next turn's layout, not to the answer).
+    ``include_turn_suffix`` keeps that whitespace (``--label_turn_suffix``: TRL's completion labels do).
     """
     full = render(processor, messages)
     spans = []
@@ -38,7 +40,7 @@ def assistant_char_spans(processor, messages, record_id: str = "?") -> tuple[str
                 f"added (turn {i}), so assistant spans cannot be found by prefix rendering. This family needs a "
                 "label rule in mmft/families/; please report the model name."
             )
-        end = len(through.rstrip())
+        end = len(through) if include_turn_suffix else len(through.rstrip())
         if end > len(before):
             spans.append((len(before), end))
     return full, spans
