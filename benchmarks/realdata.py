@@ -16,7 +16,9 @@ included, fp32), prepared and initialised identically, for the same epochs, lear
   (bf16 and gradient checkpointing off: this runs on a CPU);
 - ablations, each mmft with one thing changed, to explain a gap: ``mmft-random`` (``--train_sampling_strategy
   random``), ``mmft-turn-suffix`` (``--label_turn_suffix true``: also supervise what the template writes after the
-  end-of-turn token, ChatML's newline, which TRL's completion labels include).
+  end-of-turn token, ChatML's newline, which TRL's completion labels include);
+- ``mmft-equal-time``: mmft's defaults for as many epochs as fit in TRL's training time of the same seed
+  (``--epochs`` x TRL's CPU seconds / mmft's: runs after ``mmft`` and ``trl``, which it needs).
 
 Every model is scored by the same code (mmft's ``generate_and_score``, greedy, what ``mmft eval`` runs): exact-match
 accuracy of the generated answer on the held-out records (chance 0.10), and their teacher-forced answer loss. Each
@@ -25,10 +27,12 @@ a gap can be told from seed noise. Wall and CPU seconds of ``train()`` are print
 contender's accuracy at the epochs that take the other's time).
 
     pip install -e '.[bench]'
-    python benchmarks/realdata.py                                    # 3 seeds x (mmft, trl), 8 epochs
-    python benchmarks/realdata.py --epochs 3 --contenders mmft trl mmft-turn-suffix mmft-random
+    python benchmarks/realdata.py                          # 5 seeds x (mmft, trl, mmft-equal-time), 3 epochs
+    python benchmarks/realdata.py --epochs 3 --seeds 0 1 2 3 4 5 6 7 --contenders mmft trl mmft-equal-time
+    python benchmarks/realdata.py --epochs 3 --seeds 0 1 2 3 4 5 6 7 --contenders mmft trl mmft-turn-suffix mmft-random
     python recipes/vqa.py --output_dir /tmp/pretrained --eval_before_train false      # ~2-5 min on 2 cores
-    python benchmarks/realdata.py --epochs 1 --contenders mmft trl mmft-turn-suffix --init_from /tmp/pretrained
+    python benchmarks/realdata.py --epochs 3 --seeds 0 1 2 3 4 --contenders mmft trl mmft-turn-suffix mmft-equal-time \
+        --init_from /tmp/pretrained
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def run_mmft(args, train, out: Path, seed: int, **overrides):
     from mmft.workflow import build_trainer
 
     data_overrides = {k: overrides.pop(k) for k in list(overrides) if k in ("label_turn_suffix",)}
-    training_args = VLMTrainingArguments(**training_kwargs(args, out, seed), **overrides)
+    training_args = VLMTrainingArguments(**{**training_kwargs(args, out, seed), **overrides})
     trainer = build_trainer(ModelArguments(**MODEL), DataArguments(**data_overrides), training_args, train)
     return timed_train(trainer)
 
@@ -125,12 +129,14 @@ CONTENDERS = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=float, default=8, help="Training epochs, the same for every contender.")
+    parser.add_argument("--epochs", type=float, default=3,
+                        help="Training epochs, the same for every contender (at 8 every contender is at 0.97-0.98).")
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="The same for every contender.")
     parser.add_argument("--batch_size", type=int, default=16, help="The same for every contender.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="One run per contender and seed (initial weights and data order).")
-    parser.add_argument("--contenders", nargs="+", default=["mmft", "trl"], choices=[*CONTENDERS, "trl"],
+    parser.add_argument("--contenders", nargs="+", default=["mmft", "trl", "mmft-equal-time"],
+                        choices=[*CONTENDERS, "trl", "mmft-equal-time"],
                         help="Who trains: mmft's defaults, TRL's, or one of the mmft ablations (module docstring).")
     parser.add_argument("--eval_size", type=int, default=500, help="Held-out scans scored (the rest train).")
     parser.add_argument("--split_seed", type=int, default=0, help="The permutation that picks the held-out scans.")
@@ -163,17 +169,26 @@ def main():
     train_path, test_path = write_digits(work / "digits", args.eval_size, args.split_seed)
     train, evaluation = load_records(str(train_path)), load_records(str(test_path))
     train_hf = trl_dataset([train[i] for i in range(len(train))]) if "trl" in args.contenders else None
-    runs = {name: [] for name in args.contenders}
+    if "mmft-equal-time" in args.contenders and not {"mmft", "trl"} <= set(args.contenders):
+        parser.error("mmft-equal-time needs mmft and trl among --contenders (it trains for TRL's time)")
+    order = sorted(args.contenders, key=lambda name: name == "mmft-equal-time")  # it needs this seed's times
+    runs = {name: [] for name in order}
     for seed in args.seeds:  # seed-major: machine drift falls on every contender alike
-        for name in args.contenders:
+        cpu_of = {}
+        for name in order:
+            epochs = args.epochs
             if name == "trl":
                 wall, cpu, model = run_trl(args, train_hf, work / "o", seed)
+            elif name == "mmft-equal-time":
+                epochs = args.epochs * cpu_of["trl"] / cpu_of["mmft"]
+                wall, cpu, model = run_mmft(args, train, work / "o", seed, num_train_epochs=epochs)
             else:
                 wall, cpu, model = run_mmft(args, train, work / "o", seed, **CONTENDERS[name])
+            cpu_of[name] = cpu
             accuracy, loss, _ = score(model, evaluation, None, work / "eval")
             runs[name].append((accuracy, loss, wall, cpu))
             print(f"seed {seed} {name:<18} accuracy {accuracy:.3f}  answer loss {loss:.3f}  train {wall:.0f} s wall "
-                  f"/ {cpu:.0f} s CPU", flush=True)
+                  f"/ {cpu:.0f} s CPU, {epochs:.2f} epochs", flush=True)
     print(f"\n## {len(train)} training scans, {len(evaluation)} held out, {args.epochs:g} epochs, lr "
           f"{args.learning_rate:g}, batch {args.batch_size}, seeds {args.seeds} (medians; chance accuracy 0.100)")
     print(f"{'contender':<18}{'accuracy':>10}{'min-max':>14}{'answer loss':>13}{'train wall s':>14}{'CPU s':>8}")
