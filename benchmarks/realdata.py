@@ -88,7 +88,7 @@ def training_kwargs(args, out: Path, seed: int) -> dict:
                 report_to="none", logging_steps=10_000, disable_tqdm=True, dataloader_num_workers=args.workers)
 
 
-def run_mmft(args, train, out: Path, seed: int, **overrides):
+def run_mmft(args, train, out: Path, seed: int, training_overrides=None, data_overrides=None):
     from throughput import MODEL, timed_train
 
     from mmft.config.data_args import DataArguments
@@ -96,9 +96,8 @@ def run_mmft(args, train, out: Path, seed: int, **overrides):
     from mmft.config.training_args import VLMTrainingArguments
     from mmft.workflow import build_trainer
 
-    data_overrides = {k: overrides.pop(k) for k in list(overrides) if k in ("label_turn_suffix",)}
-    training_args = VLMTrainingArguments(**{**training_kwargs(args, out, seed), **overrides})
-    trainer = build_trainer(ModelArguments(**MODEL), DataArguments(**data_overrides), training_args, train)
+    training_args = VLMTrainingArguments(**{**training_kwargs(args, out, seed), **(training_overrides or {})})
+    trainer = build_trainer(ModelArguments(**MODEL), DataArguments(**(data_overrides or {})), training_args, train)
     return timed_train(trainer)
 
 
@@ -120,10 +119,10 @@ def run_trl(args, train_hf, out: Path, seed: int):
     return timed_train(trainer)
 
 
-CONTENDERS = {
-    "mmft": {},
-    "mmft-random": {"train_sampling_strategy": "random"},
-    "mmft-turn-suffix": {"label_turn_suffix": True},
+CONTENDERS = {  # name: (training argument overrides, data argument overrides)
+    "mmft": ({}, {}),
+    "mmft-random": ({"train_sampling_strategy": "random"}, {}),
+    "mmft-turn-suffix": ({}, {"label_turn_suffix": True}),
 }
 
 
@@ -181,9 +180,9 @@ def main():
                 wall, cpu, model = run_trl(args, train_hf, work / "o", seed)
             elif name == "mmft-equal-time":
                 epochs = args.epochs * cpu_of["trl"] / cpu_of["mmft"]
-                wall, cpu, model = run_mmft(args, train, work / "o", seed, num_train_epochs=epochs)
+                wall, cpu, model = run_mmft(args, train, work / "o", seed, {"num_train_epochs": epochs})
             else:
-                wall, cpu, model = run_mmft(args, train, work / "o", seed, **CONTENDERS[name])
+                wall, cpu, model = run_mmft(args, train, work / "o", seed, *CONTENDERS[name])
             cpu_of[name] = cpu
             accuracy, loss, _ = score(model, evaluation, None, work / "eval")
             runs[name].append((accuracy, loss, wall, cpu))
