@@ -350,6 +350,14 @@ def test_show_highlights_exactly_the_answers(tmp_path, capsys, tiny_llava_dir, t
     supervised = int((batch["labels"] != -100).sum())
     assert f"{supervised} supervised" in out and f"tokens: {batch['input_ids'].shape[1]} total" in out
 
+    # --label_turn_suffix: the labels training with the flag builds, the newline after each <|im_end|> included.
+    code, suffixed = run_cli(["data", "show", str(tmp_path / "other.jsonl"), "--model", str(tiny_llava_dir),
+                              "--index", "1", "--label_turn_suffix"], capsys)
+    assert code == 0
+    body = suffixed.split("-" * 80 + "\n", 1)[1]
+    assert re.findall(r"\[\[(.*?)\]\]", body, flags=re.S) == [f"{answer}<|im_end|>\n" for answer in ANSWERS]
+    assert f"{supervised + len(ANSWERS)} supervised" in suffixed
+
     code, coloured = run_cli(
         [
             "data",

@@ -203,8 +203,9 @@ def add_data_commands(commands) -> None:
     )
     show.add_argument("--index", type=int, default=0, help="Which record (0-based position in the source).")
     add_field_arguments(
-        show, DataArguments, ("max_length",), defaults=MAX_LENGTH_DEFAULT,
-        notes={"max_length": "Here: say whether the sample fits this budget (it is shown either way)."},
+        show, DataArguments, ("max_length", "label_turn_suffix"), defaults=MAX_LENGTH_DEFAULT,
+        notes={"max_length": "Here: say whether the sample fits this budget (it is shown either way).",
+               "label_turn_suffix": "Here: show the labels that training with the flag would build."},
     )
     show.add_argument(
         "--color",
