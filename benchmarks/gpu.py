@@ -370,11 +370,15 @@ def dataset_patches(processor, image_size) -> int:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["qwen2.5-vl-3b", "llava-1.5-7b"],
-                        choices=["qwen2.5-vl-3b", "llava-1.5-7b"])
-    parser.add_argument("--trainers", nargs="+", default=["mmft", "trl"], choices=["mmft", "trl"])
-    parser.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+                        choices=["qwen2.5-vl-3b", "llava-1.5-7b"],
+                        help="Architectures built from their config with random weights (nothing downloaded).")
+    parser.add_argument("--trainers", nargs="+", default=["mmft", "trl"], choices=["mmft", "trl"],
+                        help="Trainers measured, interleaved in one run (default both).")
+    parser.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"],
+                        help="lora: rank-16 adapters on the language model; full: language model + projector.")
     parser.add_argument("--variants", nargs="+", default=["base", "padding_free", "liger"],
-                        choices=["base", "padding_free", "liger"])
+                        choices=["base", "padding_free", "liger"],
+                        help="base: padded batches; padding_free: packed, flash attention 2; liger: Liger kernels.")
     parser.add_argument("--batch_size", type=int, help="Default 4 (dry run: 1).")
     parser.add_argument("--seq_len", type=int, help="Target tokens per sample. Default 2048 (dry run: 256).")
     parser.add_argument("--image_size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
@@ -385,7 +389,8 @@ def main():
     parser.add_argument("--warmup", type=int, help="Untimed steps first (at least 1). Default 3 (dry run: 1).")
     parser.add_argument("--repeats", type=int, help="Interleaved repeats (medians). Default 1.")
     parser.add_argument("--workers", type=int, help="DataLoader workers (the same for both). Default 4 (dry run: 0).")
-    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--gradient_checkpointing", action="store_true",
+                        help="Recompute activations in the backward pass (both trainers). Default off.")
     parser.add_argument("--attn_implementation", default="sdpa", help="sdpa (default) or flash_attention_2.")
     parser.add_argument("--dry_run", action="store_true", help="Scaled-down models, CPU allowed: code path only.")
     args = parser.parse_args()

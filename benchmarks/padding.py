@@ -6,7 +6,7 @@ word to several sentences), each collated for real and measured from the batches
 - mmft with ``--group_by_length`` (``mmft.data.lengths.LengthGroupedSampler`` over ``record_lengths``) as the trainer
   plans it (``plan_length_grouping``: the widest length bucket whose batches reach 0.95 real tokens) and, for
   comparison, fixed 10% buckets and exact-length sorting (``tolerance`` 0);
-- mmft in random order (the default sampler);
+- mmft in random order (`--train_sampling_strategy random`; the `auto` default groups this data);
 - TRL's ``SFTTrainer`` batching: random order, its vision-language collator (completion-only loss, prompt-completion
   data: prompts left-padded, completions right-padded, then flushed left).
 
@@ -41,7 +41,8 @@ def measured_fraction(collate, batches) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="Records of mixed data.")
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8, 16],
+                        help="Batch sizes whose padding fraction is measured.")
     parser.add_argument("--epochs", type=int, default=2, help="Sampler epochs averaged (different orders).")
     args = parser.parse_args()
     from throughput import MODEL, trl_dataset, write_mixed

@@ -77,8 +77,8 @@ def processors(fast: bool):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=4, help="Records per collated batch.")
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved repeats (medians reported).")
     parser.add_argument("--max_pixels", type=int, default=401_408,
                         help="The cap tried (default 401,408: 512 Qwen2-VL tokens of 28x28 px).")
     args = parser.parse_args()

@@ -83,8 +83,8 @@ def child(path: str, group_by_length: bool) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000], help="Record counts timed.")
+    parser.add_argument("--repeats", type=int, default=1, help="Fresh processes per size and mode.")
     parser.add_argument("--child", nargs=2, metavar=("JSONL", "GROUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -233,11 +233,13 @@ def score(model, evaluation, descriptions, out: Path) -> tuple[float, float, flo
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=("uniform", "mixed", "both"), default="both")
+    parser.add_argument("--data", choices=("uniform", "mixed", "both"), default="both",
+                        help="uniform: the demo's shapes records; mixed: 1-3 images, one-word answers or "
+                             "descriptions of up to ~80 words.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed epochs per trainer (medians reported).")
     parser.add_argument("--train_size", type=int, default=256, help="Training records.")
     parser.add_argument("--eval_size", type=int, default=100, help="Held-out one-word questions scored.")
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=16, help="Per-step batch, the same for both.")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, the same for both.")
     parser.add_argument("--seed", type=int, default=0, help="Model initialisation and data order (both trainers).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the same for both).")
