@@ -9,8 +9,10 @@ moved, weights that must not have.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import warnings
 
 import pytest
 import torch
@@ -179,6 +181,18 @@ def test_gradient_checkpointing_defaults_to_non_reentrant_but_keeps_user_kwargs(
     assert args(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True}
                 ).activation_checkpointing_kwargs == {"use_reentrant": True}
     assert args().activation_checkpointing_kwargs is None  # nothing set when checkpointing is off
+
+
+def test_gradient_checkpointing_flag_runs_without_transformers_rename_warning(tmp_path):
+    if "activation_checkpointing" not in {f.name for f in dataclasses.fields(VLMTrainingArguments)}:
+        pytest.skip("this transformers release has only the gradient_checkpointing name: nothing to rename")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = VLMTrainingArguments(output_dir=str(tmp_path), report_to="none", gradient_checkpointing=True,
+                                    gradient_checkpointing_kwargs={"every_n_layers": 2})
+    assert not [w for w in caught if "gradient_checkpointing" in str(w.message)], [str(w.message) for w in caught]
+    assert args.activation_checkpointing is True and args.gradient_checkpointing is True
+    assert args.activation_checkpointing_kwargs == {"every_n_layers": 2, "use_reentrant": False}
 
 
 # ---- QLoRA --------------------------------------------------------------------------------------------------------

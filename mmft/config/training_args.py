@@ -132,6 +132,7 @@ class VLMTrainingArguments(TrainingArguments):
             raise UsageError(f"--length_grouping_target must be in (0, 1], got {self.length_grouping_target}.")
         if self.length_grouping_min_gain < 1:
             raise UsageError(f"--length_grouping_min_gain must be at least 1, got {self.length_grouping_min_gain}.")
+        self._accept_gradient_checkpointing_names()
         super().__post_init__()
         self._default_non_reentrant_checkpointing()
 
@@ -159,6 +160,18 @@ class VLMTrainingArguments(TrainingArguments):
                 if asked:
                     raise UsageError(f"{flag} and {workers} conflict: only data-loader workers keep alive or "
                                      "prefetch batches. Pass --dataloader_num_workers N (N > 0), or drop the first.")
+
+    def _accept_gradient_checkpointing_names(self):
+        """``--gradient_checkpointing`` (the name the tutorials and our recipe YAMLs use) without a FutureWarning.
+
+        transformers 5.25 renamed it ``activation_checkpointing`` and warns on every run that sets the old name; older
+        5.x releases have only the old name, so the YAMLs keep it. Moving the value to the new field before
+        ``Trainer``'s own ``__post_init__`` reads it is exactly what that alias does, minus the warning.
+        """
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if hasattr(self, new) and getattr(self, new) is None and getattr(self, old) is not None:
+                setattr(self, new, getattr(self, old))
 
     def _default_non_reentrant_checkpointing(self):
         """``--gradient_checkpointing`` checkpoints non-reentrantly unless the kwargs say otherwise.
