@@ -23,6 +23,11 @@ overrides a hook) passed to ``register``:
 Families are found by ``config.model_type`` (models) or processor class name (processors). Unknown model types fall
 back to the generic layout discovery and say so once. Family modules are discovered, not listed: adding a family is
 one new file here (plus a tiny fixture in ``mmft/testing/``).
+
+Family modules read alike on purpose: a fallback chat template (Jinja text, the family's own markers) and one
+declarative ``register(Family(...))``, spelt out in each file so a family reads in one place; the module layouts
+and helpers several share are named here (``STANDARD_PARTS``, ``MERGER_PARTS``, ``CONNECTOR_PARTS``,
+``MESSAGE_TEXT_TEMPLATE``, ``move_padding``).
 """
 
 from __future__ import annotations
@@ -224,6 +229,27 @@ CONNECTOR_PARTS = {
 
 REGISTRY: dict[str, Family] = {}  # model_type -> family
 BY_PROCESSOR: dict[str, Family] = {}  # processor class name -> family
+
+
+def move_padding(batch: dict, keys, *, to: str) -> dict:
+    """Roll each row of ``batch[key]`` (the ``keys`` the batch holds) so that its padding ends up on side ``to``.
+
+    For processors that pad on the side the model does not want (Fuyu's left padding in training, Kosmos-2's right
+    padding for generation). A row's real tokens are its attention mask's ones; every key rolls by the same amount
+    per row, so tokens, labels and masks stay aligned and no value changes. Lengths come from the mask before any
+    key (the mask included) is rolled.
+    """
+    import torch
+
+    if to not in ("left", "right"):
+        raise ValueError(f"to must be 'left' or 'right', got {to!r}")
+    mask = batch["attention_mask"]
+    pads = [int(mask.shape[1] - n) for n in mask.sum(dim=1)]  # per row
+    sign = 1 if to == "left" else -1
+    for key in keys:
+        if key in batch:
+            batch[key] = torch.stack([row.roll(sign * pad) for row, pad in zip(batch[key], pads)])
+    return batch
 
 
 def register(family: Family) -> Family:

@@ -38,9 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from . import MESSAGE_TEXT_TEMPLATE, Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, move_padding, register
 
 BOUNDARY_OF_ANSWER = "<0x04>"  # transformers.models.fuyu.processing_fuyu.BEGINNING_OF_ANSWER_STRING
 
@@ -80,12 +78,7 @@ class FuyuFamily(Family):
             for key in ROW_KEYS:
                 if key in batch:
                     batch[key] = batch[key][:, :-1]
-            mask = batch["attention_mask"]
-        lengths = mask.sum(dim=1)
-        for key in ROW_KEYS:
-            if key in batch:  # left padding -> right padding: roll each row's real tokens to the front
-                batch[key] = torch.stack([row.roll(-int(mask.shape[1] - n)) for row, n in zip(batch[key], lengths)])
-        return batch
+        return move_padding(batch, ROW_KEYS, to="right")  # left padding -> right: real tokens to the front
 
 
 # Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from . import MESSAGE_TEXT_TEMPLATE, Family, register
+from . import MESSAGE_TEXT_TEMPLATE, Family, move_padding, register
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -57,12 +55,7 @@ class Kosmos2Family(Family):
     def finalize_batch(self, batch: dict, mode: str) -> dict:
         if mode != "generate":
             return batch
-        lengths = batch["attention_mask"].sum(dim=1)
-        width = batch["attention_mask"].shape[1]
-        for key in ROW_KEYS:
-            if key in batch:
-                batch[key] = torch.stack([row.roll(int(width - n)) for row, n in zip(batch[key], lengths)])
-        return batch
+        return move_padding(batch, ROW_KEYS, to="left")  # generation continues from each row's last token
 
 
 # Declarative on purpose: every family registers one Family(...) with the same fields, spelt out here so that

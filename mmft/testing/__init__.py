@@ -13,6 +13,11 @@ exactly like a Hub checkpoint, so every code path that serves a real model serve
 
 One module per family (``mmft/testing/<family>.py``) defines ``FIXTURE``; they are discovered, not listed, so
 adding a family touches no shared file. Every fixture is a built-in model name: ``mmft:tiny-<name>``.
+
+The fixture modules read alike on purpose: each calls its family's tokenizer, image-processor, processor and config
+constructors with keyword arguments, so ``duplicates`` pairs them by shape. The values are each family's own (its
+special tokens, patch and tile sizes, config fields); what several share is named once in ``fixture.py``
+(``TINY_TEXT_MODEL``, ``TINY_VISION_MODEL``, ``tokenizer_ids``), ``qwen_vl_common.py`` and ``idefics3.py``.
 """
 
 from __future__ import annotations
