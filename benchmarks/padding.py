@@ -6,7 +6,7 @@ word to several sentences), each collated for real and measured from the batches
 - mmft with ``--group_by_length`` (``mmft.data.lengths.LengthGroupedSampler`` over ``record_lengths``) as the trainer
   plans it (``plan_length_grouping``: the widest length bucket whose batches reach 0.95 real tokens) and, for
   comparison, fixed 10% buckets and exact-length sorting (``tolerance`` 0);
-- mmft in random order (`--train_sampling_strategy random`; the `auto` default groups this data);
+- mmft in random order (``--train_sampling_strategy random``; the ``auto`` default groups this data);
 - TRL's ``SFTTrainer`` batching: random order, its vision-language collator (completion-only loss, prompt-completion
   data: prompts left-padded, completions right-padded, then flushed left).
 
